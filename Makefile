@@ -1,0 +1,46 @@
+# Two commands on a fresh clone:
+#   make demo   set up .venv and fine-tune MiniLM on the bundled sample data
+#   make test   set up .venv with the dev extras and run the whole test suite (fast + slow tiers)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+
+.PHONY: demo test test-fast lint bench clean
+
+# torch first (the CPU wheel), so that nothing resolves a bare `torch` to the multi-GB CUDA build.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.torch: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/taskhead train examples/news/config.yaml --overwrite
+	$(BIN)/taskhead predict runs/news-minilm examples/news/predict.txt
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q --timeout=1500
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

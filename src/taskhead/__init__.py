@@ -1,0 +1,61 @@
+"""taskhead: fine-tune pretrained transformers on downstream NLP tasks, evaluate them, serve predictions.
+
+``import taskhead`` is light: torch and transformers load on first use of ``train`` or ``load``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneError",
+    "ConfigError",
+    "DataError",
+    "Predictor",
+    "Run",
+    "RunConfig",
+    "RunDirError",
+    "TaskheadError",
+    "__version__",
+    "load",
+    "load_config",
+    "train",
+    "validate",
+]
+
+_LAZY = {
+    "train": "taskhead.training",
+    "Run": "taskhead.training",
+    "Predictor": "taskhead.inference",
+    "validate": "taskhead.data.splits",
+    "load_config": "taskhead.config",
+    "RunConfig": "taskhead.config",
+    "TaskheadError": "taskhead.errors",
+    "ConfigError": "taskhead.errors",
+    "DataError": "taskhead.errors",
+    "BackboneError": "taskhead.errors",
+    "RunDirError": "taskhead.errors",
+}
+
+if TYPE_CHECKING:
+    from taskhead.config import RunConfig, load_config
+    from taskhead.data.splits import validate
+    from taskhead.errors import BackboneError, ConfigError, DataError, RunDirError, TaskheadError
+    from taskhead.inference import Predictor
+    from taskhead.training import Run, train
+
+
+def load(run_dir: Any, **kwargs: Any) -> Predictor:
+    """Load a finished run directory as a Predictor (``.predict(texts)``, ``.evaluate(data)``)."""
+    from taskhead.inference import Predictor
+
+    return Predictor(run_dir, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'taskhead' has no attribute {name!r}")

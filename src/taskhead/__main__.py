@@ -1,0 +1,3 @@
+from taskhead.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The ``taskhead`` command: a thin shell over the Python API.
+
+``taskhead --help`` and ``taskhead validate`` never import torch. User errors print one line per problem
+(``error: FILE:LINE: field: problem``) and exit with code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from taskhead import __version__
+
+    p = argparse.ArgumentParser(
+        prog="taskhead",
+        description="Fine-tune pretrained transformers on NLP tasks, evaluate them and predict with them.",
+    )
+    p.add_argument("--version", action="version", version=f"taskhead {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune a model from a YAML config; writes a run directory")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=2")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of output_dir")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    v = sub.add_parser("validate", help="check a config and every data file without loading a model")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    e = sub.add_parser("evaluate", help="score a finished run on a labelled data file")
+    e.add_argument("run_dir")
+    e.add_argument("data", help="labelled data file in the training data's layout")
+    e.add_argument("--output", help="metrics JSON path (default: RUN_DIR/evaluate-<data name>.json)")
+    _inference_options(e)
+
+    r = sub.add_parser("predict", help="predict for a file (JSON Lines, CSV/TSV, text) or - for stdin")
+    r.add_argument("run_dir")
+    r.add_argument("input", help="input file, or - for standard input")
+    r.add_argument("--output", "-o", help="JSON Lines output file (default: standard output)")
+    r.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "csv", "tsv", "jsonl", "parquet", "text"],
+        help="input format (default: from the extension; stdin: JSON Lines or text)",
+    )
+    _inference_options(r)
+    return p
+
+
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="autocast precision for the forward pass",
+    )
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from taskhead.console import info, print_table, summary_table, warn
+    from taskhead.data.splits import validate
+
+    report = validate(args.config, args.overrides)
+    for w in report.warnings:
+        warn(w)
+    print_table(summary_table(report.summaries(), encoded=False), stdout=True)
+    info(
+        f"{args.config}: OK (task {report.config.task_name}, {sum(map(len, report.splits.values()))} records)"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from taskhead.training import train
+
+    run = train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    print(f"run directory: {run.run_dir}")
+    return 0
+
+
+def _predictor(args: argparse.Namespace) -> Any:
+    from taskhead.inference import Predictor
+
+    return Predictor(
+        args.run_dir, device=args.device, batch_size=args.batch_size, precision=args.precision, progress=True
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from taskhead.console import print_table
+    from taskhead.evaluation import metrics_table
+    from taskhead.rundir import atomic_write_json
+
+    predictor = _predictor(args)
+    metrics = predictor.evaluate(args.data)
+    print_table(metrics_table(metrics, f"{args.data}"), stdout=True)
+    out = Path(args.output) if args.output else Path(args.run_dir) / f"evaluate-{Path(args.data).stem}.json"
+    atomic_write_json(out, {"data": str(args.data), "metrics": metrics})
+    print(f"metrics written to {out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from taskhead.rundir import atomic_write_text
+
+    predictor = _predictor(args)
+    data = predictor.config.data.model_copy(update={"format": args.format})
+    examples = predictor.task.read(args.input, data, labelled=False)
+    lines = [json.dumps(p, ensure_ascii=False) for p in predictor.predict_examples(examples)]
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if args.output:
+        atomic_write_text(Path(args.output), text)
+        print(f"{len(lines)} predictions written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "validate": _cmd_validate,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from taskhead.errors import TaskheadError
+
+    try:
+        return COMMANDS[args.command](args)
+    except TaskheadError as exc:
+        if args.debug:
+            raise
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

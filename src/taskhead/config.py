@@ -1,0 +1,301 @@
+"""Typed run configuration: pydantic models, YAML loading with line numbers, dotted CLI overrides.
+
+Paths of data files written in a YAML file are relative to that file's folder; paths given as overrides
+(``data.train=...``) and ``output_dir`` are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from taskhead.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    backbone: str = Field("minilm", description="`minilm` (bundled), a local model directory, or a hub id.")
+    pooling: Literal["cls", "mean", "max"] = Field("cls", description="How token vectors become one vector.")
+    max_length: int = Field(128, ge=8, le=16384, description="Maximum tokens per input (pair included).")
+    special_tokens: list[str] = Field(
+        default_factory=list, description="Extra special tokens added to the tokenizer (embeddings resized)."
+    )
+    head_hidden_size: int | None = Field(
+        None,
+        ge=1,
+        description="Hidden size of a feed-forward layer before the output; null: the standard head.",
+    )
+    head_dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Dropout before the head; null: the backbone's own setting."
+    )
+    trust_remote_code: bool = Field(False, description="Allow a backbone's own Python code (hub models).")
+
+
+class ColumnsConfig(_Section):
+    id: str | int | None = Field("id", description="Optional id column, copied to predictions when present.")
+    text: str | int = Field("text", description="Column of the (first) text.")
+    text_pair: str | int | None = Field(None, description="Column of the second text, for text pairs.")
+    label: str | int | None = Field("label", description="Column of the single label.")
+    labels: str | int | None = Field(
+        None, description="Column of the multi-label labels: a list (JSON) or a delimited string (CSV/TSV)."
+    )
+
+
+class DataConfig(_Section):
+    train: Path | None = Field(None, description="Training data file.")
+    eval: Path | None = Field(None, description="Evaluation data file (each epoch; best-model selection).")
+    test: Path | None = Field(None, description="Test data file, scored once after training.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "text"] = Field(
+        "auto", description="File format; `auto` goes by the file extension."
+    )
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    labels: list[str] | None = Field(None, description="Fixed label list (order kept); default: from train.")
+    label_delimiter: str = Field(",", min_length=1, description="Separator of multi-label labels in CSV/TSV.")
+    header: bool = Field(True, description="CSV/TSV files start with a header line.")
+    encoding: str = Field("utf-8", description="Text encoding (a UTF-8 BOM is always accepted).")
+    quoting: Literal["minimal", "none"] = Field(
+        "minimal", description="CSV quoting: `minimal` (standard) or `none` (quotes are plain characters)."
+    )
+    max_errors: int = Field(20, ge=1, description="Problems reported per file before stopping.")
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear warm-up.")
+    weight_decay: float = Field(0.01, ge=0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bf16 mixed precision; `auto`: on where the GPU or CPU has native bf16."
+    )
+    fp16: bool = Field(False, description="fp16 mixed precision (CUDA only).")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    eval_steps: int | None = Field(None, ge=1)
+    save_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    save_steps: int | None = Field(None, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without improvement.")
+    metric: str | None = Field(None, description="Metric for best-model selection; default: the task's.")
+    group_by_length: bool = Field(True, description="Length-grouped batches in shuffled order.")
+    logging_steps: int = Field(50, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _steps_need_a_number(self) -> TrainConfig:
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ValueError("eval_strategy 'steps' needs eval_steps")
+        if self.save_strategy == "steps" and self.save_steps is None:
+            raise ValueError("save_strategy 'steps' needs save_steps")
+        return self
+
+
+class RunConfig(_Section):
+    task: Any = Field(..., description="Task name or a mapping with `name` and the task's options.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: Path = Field(Path("runs/run"), description="Where the run directory is written.")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_options(cls, value: Any) -> BaseModel:
+        from taskhead.tasks import task_options_model
+
+        if isinstance(value, BaseModel):
+            return value
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError("expected a task name or a mapping with `name`")
+        return task_options_model(value["name"]).model_validate(value)
+
+    @property
+    def task_name(self) -> str:
+        return str(self.task.name)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+# ---------------------------------------------------------------- loading with line numbers
+
+
+def _line_map(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML document to the 1-based line it is written on."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in seen:
+                    raise ConfigError(
+                        f"line {key_node.start_mark.line + 1}: {'.'.join((*path, key))}: duplicate key"
+                    )
+                seen.add(key)
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*path, str(i))] = item.start_mark.line + 1
+                walk(item, (*path, str(i)))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _fields_at(loc: tuple[Any, ...], raw: dict[str, Any]) -> list[str]:
+    """Names of the fields that are valid at the parent of ``loc`` (for did-you-mean)."""
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        if part == "task" and model is RunConfig:
+            from taskhead.tasks import task_options_model
+
+            name = raw.get("task", {}).get("name") if isinstance(raw.get("task"), dict) else raw.get("task")
+            try:
+                model = task_options_model(str(name))
+            except ConfigError:
+                return []
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc, raw), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{key}: unknown key{hint}"
+    got = err.get("input")
+    got_text = "" if isinstance(got, dict) or err["type"] == "value_error" else f", got {got!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    msg = msg[0].lower() + msg[1:]
+    return f"{key}: {msg}{got_text}"
+
+
+def _line_for(loc: tuple[Any, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    path = tuple(str(p) for p in loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.learning_rate=3e-5`` -> (["train", "learning_rate"], 3e-05)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=2")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key part")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return parts, value
+
+
+def _apply(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif isinstance(child, str) and part == "task":
+            child = node[part] = {"name": child}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(parts)}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+_PATH_KEYS = ("train", "eval", "test")
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | RunConfig,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load and validate a configuration from a YAML path, a dict or a RunConfig, applying overrides.
+
+    Raises:
+        ConfigError: one line per problem, ``config.yaml:LINE: key: problem``.
+    """
+    if isinstance(source, RunConfig):
+        source = source.to_yaml_dict()
+    origin = "config"
+    lines: dict[tuple[str, ...], int] = {}
+    base_dir = Path.cwd()
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text(encoding="utf-8-sig")
+        origin, base_dir = str(path), path.resolve().parent
+        try:
+            lines = _line_map(text)
+            raw = yaml.safe_load(text) or {}
+        except ConfigError as exc:
+            raise ConfigError(f"{path}:{str(exc).removeprefix('line ')}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}:1: expected a mapping of sections (task, model, data, train)")
+    else:
+        raw = yaml.safe_load(yaml.safe_dump(source))  # deep copy, JSON-like types only
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in _PATH_KEYS:
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str(base_dir / data[key])
+    items = list(overrides.items()) if isinstance(overrides, dict) else []
+    parsed = [parse_override(o) for o in overrides] if isinstance(overrides, list) else []
+    parsed += [(k.split("."), v) for k, v in items]
+    override_keys = set()
+    for parts, value in parsed:
+        _apply(raw, parts, value)
+        override_keys.add(tuple(parts))
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            text = _describe(err, raw)
+            if any(loc[: len(k)] == k for k in override_keys):
+                messages.append(f"override {text}")
+            else:
+                line = _line_for(loc, lines)
+                messages.append(f"{origin}{f':{line}' if line else ''}: {text}")
+        raise ConfigError("\n".join(messages)) from None
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    from taskhead.rundir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))

@@ -1,0 +1,48 @@
+"""What taskhead tells a person: to standard error, so standard output stays clean for results."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from taskhead.tasks.base import SplitSummary
+
+
+@cache
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err_console().print(message, markup=False)
+
+
+def warn(message: str) -> None:
+    err_console().print(f"warning: {message}", style="yellow", markup=False)
+
+
+def summary_table(summaries: list[SplitSummary], max_labels: int = 12, *, encoded: bool = True) -> Table:
+    """The one-screen data summary: rows, truncation (once tokenized) and label distribution per split."""
+    table = Table(title="Data", title_justify="left")
+    columns = (
+        ("split", "rows", "truncated", "windowed", "labels (count)")
+        if encoded
+        else ("split", "rows", "labels (count)")
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("split", "labels (count)") else "right")
+    for s in summaries:
+        items = list(s.distribution.items())
+        shown = ", ".join(f"{k} {v}" for k, v in items[:max_labels])
+        if len(items) > max_labels:
+            shown += f", ... ({len(items) - max_labels} more)"
+        counts = (str(s.truncated), str(s.windowed)) if encoded else ()
+        table.add_row(s.name, str(s.rows), *counts, shown)
+    return table
+
+
+def print_table(table: Any, *, stdout: bool = False) -> None:
+    (Console(highlight=False) if stdout else err_console()).print(table)

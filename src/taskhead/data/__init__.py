@@ -1,0 +1,1 @@
+"""Data readers, validation helpers and collators."""

@@ -1,0 +1,34 @@
+"""Dynamic padding: a batch is padded to its own longest sequence, not to max_length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class PadCollator:
+    """Pads ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (right side) and stacks ``labels``."""
+
+    def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        if self.multiple:
+            width = -(-width // self.multiple) * self.multiple
+        batch: dict[str, torch.Tensor] = {}
+        pads = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+        for key, pad in pads.items():
+            if key not in features[0]:
+                continue
+            out = torch.full((len(features), width), pad, dtype=torch.long)
+            for i, f in enumerate(features):
+                out[i, : len(f[key])] = torch.as_tensor(f[key], dtype=torch.long)
+            batch[key] = out
+        if "labels" in features[0]:
+            labels = [f["labels"] for f in features]
+            dtype = torch.float32 if isinstance(labels[0], list) else torch.long
+            batch["labels"] = torch.tensor(labels, dtype=dtype)
+        return batch

@@ -1,0 +1,98 @@
+"""Metric functions (thin wrappers of scikit-learn) and metric tables for people."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, macro/micro/weighted F1, per-class P/R/F1/support and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(y_true, y_pred, labels=ids, average="micro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": {
+            "labels": list(labels),
+            "matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        },
+    }
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """Micro/macro F1, subset accuracy, Hamming loss and per-label P/R/F1 for 0/1 indicator matrices."""
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    return {
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(y_true, y_pred, average="samples", zero_division=0)),
+        "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+        "per_label": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(labels)
+        },
+    }
+
+
+def best_thresholds(probs: np.ndarray, gold: np.ndarray, grid: Sequence[float] | None = None) -> list[float]:
+    """Per-label threshold maximising that label's F1 on (probs, gold); ties go to the value nearest 0.5."""
+    grid = np.asarray(grid if grid is not None else np.round(np.arange(0.05, 0.96, 0.05), 2))
+    out = []
+    for j in range(probs.shape[1]):
+        pred = probs[:, j][None, :] >= grid[:, None]  # (grid, n)
+        tp = (pred & (gold[:, j] == 1)[None, :]).sum(1)
+        fp = (pred & (gold[:, j] == 0)[None, :]).sum(1)
+        fn = ((~pred) & (gold[:, j] == 1)[None, :]).sum(1)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        best = np.flatnonzero(np.isclose(f1, f1.max()))
+        out.append(float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]]))
+    return out
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The flat numeric part of a metrics dict (what the Trainer logs and selects on)."""
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Any:
+    """A rich Table: headline figures, then the per-class breakdown when there is one."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    per = metrics.get("per_class") or metrics.get("per_label")
+    if per:
+        table.add_column("label")
+        for col in ("precision", "recall", "f1", "support"):
+            table.add_column(col, justify="right")
+        for name, row in per.items():
+            table.add_row(
+                name,
+                f"{row['precision']:.4f}",
+                f"{row['recall']:.4f}",
+                f"{row['f1']:.4f}",
+                str(row["support"]),
+            )
+        table.add_section()
+    else:
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+    for key, value in scalar_metrics(metrics).items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        table.add_row(key, text, *([""] * (len(table.columns) - 2)))
+    return table

@@ -1,0 +1,154 @@
+"""Batched forward passes in input order, and the Predictor that serves a run directory.
+
+Inputs are sorted by length so that each batch is padded only to its own longest input, run under
+``torch.inference_mode``, and the outputs are put back in input order: the caller never sees the
+sorted order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from taskhead.devices import autocast_context, resolve_device
+from taskhead.tasks.base import Example, Features
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length, longest first (the first batch shows the peak memory)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def forward_outputs(
+    model: torch.nn.Module,
+    features: Features,
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    progress: str | None = None,
+) -> tuple[np.ndarray, float | None]:
+    """Logits for every feature, in input order, and the mean loss when features carry labels."""
+    n = len(features.inputs)
+    out: np.ndarray | None = None
+    loss_sum, loss_count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    batches = list(length_sorted_batches(features.lengths(), batch_size))
+    bar = _progress(progress, n)
+    try:
+        with torch.inference_mode(), autocast_context(device, precision):
+            for idx in batches:
+                batch = collate([features.inputs[i] for i in idx])
+                labels = batch.pop("labels", None)
+                result = model(**{k: v.to(device) for k, v in batch.items()})
+                logits = result["logits"].float()
+                if loss_fn is not None and labels is not None:
+                    loss_sum += float(loss_fn(result, labels.to(device))) * len(idx)
+                    loss_count += len(idx)
+                if out is None:
+                    out = np.empty((n, *logits.shape[1:]), dtype=np.float32)
+                out[idx] = logits.cpu().numpy()
+                if bar is not None:
+                    bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    if out is None:
+        out = np.empty((0,), dtype=np.float32)
+    return out, (loss_sum / loss_count if loss_count else None)
+
+
+def _progress(description: str | None, total: int) -> Any:
+    if description is None:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="ex", leave=False, disable=None)
+
+
+class Predictor:
+    """Loads a finished run directory and predicts, in input order, one prediction per input."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        precision: str = "fp32",
+        progress: bool = False,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        from taskhead.backbones import quiet_loading
+        from taskhead.config import RunConfig
+        from taskhead.rundir import read_meta
+        from taskhead.tasks import build_task
+
+        self.run_dir = Path(run_dir)
+        self.meta = read_meta(self.run_dir)
+        self.config = RunConfig.model_validate(self.meta["config"])
+        self.task = build_task(self.config.task, **self.meta.get("task_state", {}))
+        model_dir = self.run_dir / "model"
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.device = resolve_device(device)
+        with quiet_loading():
+            self.model = self.task.load_model(model_dir, self.config.model).to(self.device)
+        self.model.eval()
+        self.batch_size = batch_size
+        self.precision = precision
+        self.progress = progress
+
+    @property
+    def labels(self) -> list[str]:
+        return list(getattr(self.task, "labels", []))
+
+    def _run(self, examples: list[Example]) -> tuple[np.ndarray, Features]:
+        from taskhead.data.collate import PadCollator
+
+        features = self.task.encode(examples, self.tokenizer, self.config.model)
+        collate = PadCollator(self.tokenizer.pad_token_id)
+        outputs, _ = forward_outputs(
+            self.model,
+            features,
+            collate,
+            batch_size=self.batch_size,
+            device=self.device,
+            precision=self.precision,
+            progress="predicting" if self.progress else None,
+        )
+        return outputs, features
+
+    def predict_examples(self, examples: list[Example]) -> list[dict[str, Any]]:
+        if not examples:
+            return []
+        outputs, features = self._run(examples)
+        return self.task.decode(outputs, features, examples)
+
+    def predict(self, inputs: Sequence[Any] | str) -> list[dict[str, Any]]:
+        """Predict for texts, (text, text_pair) pairs or dicts with the task's fields (``text``, ``id``)."""
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        examples = [self.task.to_example(x, f"input {i}") for i, x in enumerate(inputs, 1)]
+        return self.predict_examples(examples)
+
+    def read(self, path: str | Path, *, labelled: bool) -> list[Example]:
+        """Read a file with the run's data settings (column names, format, encoding)."""
+        return self.task.read(path, self.config.data, labelled=labelled)
+
+    def evaluate(self, data: str | Path | list[Example]) -> dict[str, Any]:
+        """Metrics on a labelled data file (or already-read examples)."""
+        examples = self.read(data, labelled=True) if isinstance(data, (str, Path)) else data
+        self.task.prepare({"eval": examples}, self.config.data)  # checks labels against the saved set
+        predictions = self.predict_examples(examples)
+        return self.task.score(predictions, examples)

@@ -1,0 +1,42 @@
+"""The task registry: one line per task family. Importing it does not import torch."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from taskhead.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from taskhead.tasks.base import Task
+
+# name -> "module:class"; the class has an `Options` pydantic model and implements tasks.base.Task.
+REGISTRY: dict[str, str] = {
+    "classification": "taskhead.tasks.classification:ClassificationTask",
+}
+
+
+def registered() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(str(name), REGISTRY, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"unknown task {name!r} (registered: {', '.join(registered())}{hint})")
+    module_name, _, class_name = REGISTRY[name].partition(":")
+    cls: type[Task] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def task_options_model(name: str) -> type[BaseModel]:
+    return task_class(name).Options
+
+
+def build_task(options: Any, **state: Any) -> Task:
+    """Instantiate the task for validated options (``RunConfig.task``) and optional saved state."""
+    return task_class(options.name)(options, **state)

@@ -1,0 +1,422 @@
+"""Text classification: single texts or text pairs, multi-class (softmax) or multi-label (sigmoid).
+
+With the default settings (``cls`` pooling, no hidden head layer) the model is the standard
+``AutoModelForSequenceClassification`` of the backbone, which plain transformers loads and serves.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskhead.data.readers import read_table
+from taskhead.data.validation import Problems, label_list, require_column, scalar_label, text_field
+from taskhead.errors import DataError
+from taskhead.tasks.base import Example, Features, SplitSummary
+
+if TYPE_CHECKING:
+    import torch
+
+    from taskhead.config import DataConfig, ModelConfig
+
+
+class ClassificationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["classification"] = "classification"
+    multi_label: bool = Field(False, description="Each text has zero or more labels (sigmoid + thresholds).")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold.")
+    tune_thresholds: bool = Field(False, description="Tune one threshold per label on the eval set.")
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="Loss weights per class: `balanced` (inverse frequency) or a mapping label: weight."
+    )
+    long_texts: Literal["truncate", "sliding_window"] = Field(
+        "truncate", description="Texts over max_length: truncate (counted) or windows with averaged logits."
+    )
+    stride: int = Field(32, ge=0, description="Tokens shared by neighbouring windows (sliding_window).")
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+class ClassificationTask:
+    name: ClassVar[str] = "classification"
+    Options: ClassVar[type[BaseModel]] = ClassificationOptions
+
+    def __init__(
+        self,
+        options: ClassificationOptions,
+        *,
+        labels: list[str] | None = None,
+        thresholds: list[float] | None = None,
+        standard_head: bool | None = None,
+        **_: Any,
+    ) -> None:
+        self.options = options
+        self.labels: list[str] = list(labels or [])
+        self.thresholds = thresholds
+        self.class_weights: list[float] | None = None
+        self.standard_head = standard_head
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def default_metric(self) -> str:
+        return "micro_f1" if self.options.multi_label else "accuracy"
+
+    def _label_column(self, data: DataConfig) -> str | int | None:
+        if self.options.multi_label:
+            return data.columns.labels if data.columns.labels is not None else "labels"
+        return data.columns.label
+
+    def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
+        cols = data.columns
+        table = read_table(
+            path,
+            data.format,
+            header=data.header,
+            encoding=data.encoding,
+            quoting=data.quoting,
+            max_errors=data.max_errors,
+            text_column=str(cols.text),
+        )
+        problems = Problems(data.max_errors)
+        text_col = require_column(table, cols.text, "data.columns.text", problems)
+        pair_col = require_column(table, cols.text_pair, "data.columns.text_pair", problems)
+        setting = "data.columns.labels" if self.options.multi_label else "data.columns.label"
+        label_col = require_column(table, self._label_column(data), setting, problems) if labelled else None
+        id_col = str(cols.id) if cols.id is not None and str(cols.id) in table.columns else None
+        problems.raise_if_any()
+        if not table.rows:
+            raise DataError([f"{table.path}: no records; expected at least one"])
+        examples: list[Example] = []
+        for row in table.rows:
+            ex: Example = {"_where": table.loc(row)}
+            if id_col is not None and row.values.get(id_col) is not None:
+                ex["id"] = row.values[id_col]
+            ex["text"] = text_field(table, row, str(text_col), problems)
+            if pair_col is not None:
+                ex["text_pair"] = text_field(table, row, pair_col, problems)
+            if label_col is not None:
+                if self.options.multi_label:
+                    ex["labels"] = label_list(table, row, label_col, data.label_delimiter, problems)
+                else:
+                    ex["label"] = scalar_label(table, row, label_col, problems)
+            examples.append(ex)
+        problems.raise_if_any()
+        return examples
+
+    def to_example(self, record: Any, where: str) -> Example:
+        if isinstance(record, str):
+            record = {"text": record}
+        elif isinstance(record, (tuple, list)) and len(record) == 2:
+            record = {"text": record[0], "text_pair": record[1]}
+        if not isinstance(record, dict):
+            raise DataError(
+                [
+                    f"{where}: expected a text, a (text, text_pair) pair or a dict with 'text', "
+                    f"found {type(record).__name__}"
+                ]
+            )
+        ex: Example = {"_where": where}
+        for key in ("id", "text", "text_pair"):
+            if record.get(key) is not None:
+                ex[key] = record[key]
+        for key in ("text", "text_pair"):
+            if key in ex and (not isinstance(ex[key], str) or not ex[key].strip()):
+                raise DataError([f"{where}: {key}: expected a non-empty string, found {ex[key]!r}"])
+        if "text" not in ex:
+            raise DataError([f"{where}: text: missing"])
+        return ex
+
+    def _gold(self, ex: Example) -> list[str]:
+        return list(ex.get("labels") or []) if self.options.multi_label else [ex["label"]]
+
+    def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
+        train = splits.get("train", [])
+        warnings: list[str] = []
+        counts = Counter(label for ex in train for label in self._gold(ex))
+        if data.labels:
+            self.labels = list(data.labels)
+        elif not self.labels:
+            self.labels = _sorted_labels(set(counts))
+        if not self.options.multi_label and len(self.labels) < 2:
+            raise DataError(
+                [
+                    f"{train[0]['_where'].rsplit(':', 1)[0] if train else 'train'}: only one label "
+                    f"({', '.join(self.labels)}) in the training data; expected at least two"
+                ]
+            )
+        known = set(self.labels)
+        for examples in splits.values():
+            problems = Problems(data.max_errors)
+            for ex in examples:
+                for label in self._gold(ex):
+                    if label not in known:
+                        close = difflib.get_close_matches(label, self.labels, n=1)
+                        hint = f"; did you mean {close[0]!r}?" if close else ""
+                        shown = ", ".join(self.labels[:12]) + (", ..." if len(self.labels) > 12 else "")
+                        source = "the training data" if not data.labels else "data.labels"
+                        problems.add(
+                            f"{ex['_where']}: label: {label!r} is not a label of {source} "
+                            f"(labels: {shown}){hint}"
+                        )
+            problems.raise_if_any()
+        where = {label: ex["_where"] for ex in train for label in self._gold(ex)}
+        for label in self.labels:
+            if counts.get(label, 0) == 1:
+                warnings.append(f"{where[label]}: label {label!r} occurs only once in the training data")
+            elif train and counts.get(label, 0) == 0:
+                warnings.append(f"label {label!r} (data.labels) never occurs in the training data")
+        self._set_class_weights(counts, len(train))
+        return warnings
+
+    def _set_class_weights(self, counts: Counter[str], n: int) -> None:
+        cw = self.options.class_weights
+        if cw is None:
+            self.class_weights = None
+        elif cw == "balanced":
+            k = len(self.labels)
+            self.class_weights = [n / (k * max(counts.get(lbl, 0), 1)) for lbl in self.labels]
+        else:
+            unknown = sorted(set(cw) - set(self.labels))
+            if unknown:
+                raise DataError(
+                    [
+                        f"task.class_weights: {', '.join(map(repr, unknown))} not in the labels "
+                        f"({', '.join(self.labels)})"
+                    ]
+                )
+            self.class_weights = [float(cw.get(lbl, 1.0)) for lbl in self.labels]
+
+    def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
+        dist = Counter(
+            label for ex in examples if "label" in ex or "labels" in ex for label in self._gold(ex)
+        )
+        return SplitSummary(
+            name,
+            len(examples),
+            features.truncated if features else 0,
+            features.windowed if features else 0,
+            dict(dist.most_common()),
+        )
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
+        texts = [ex["text"] for ex in examples]
+        pairs = [ex["text_pair"] for ex in examples] if examples and "text_pair" in examples[0] else None
+        args = (texts, pairs) if pairs is not None else (texts,)
+        full = tokenizer(*args, truncation=False, verbose=False)
+        long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > model.max_length]
+        per_example: dict[int, list[dict[str, list[int]]]] = {}
+        if long:
+            windows = self.options.long_texts == "sliding_window"
+            sub = (
+                ([texts[i] for i in long], [pairs[i] for i in long]) if pairs else ([texts[i] for i in long],)
+            )
+            kwargs: dict[str, Any] = {
+                "truncation": "only_second" if (windows and pairs) else True,
+                "max_length": model.max_length,
+            }
+            if windows:
+                kwargs.update(stride=self.options.stride, return_overflowing_tokens=True)
+            enc = tokenizer(*sub, **kwargs)
+            owners = enc["overflow_to_sample_mapping"] if windows else range(len(long))
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+            for j, owner in enumerate(owners):
+                per_example.setdefault(long[owner], []).append({k: enc[k][j] for k in keys})
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in full]
+        inputs, owner_of = [], []
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        for i, ex in enumerate(examples):
+            parts = per_example.get(i) or [{k: full[k][i] for k in keys}]
+            target = self._target(ex, label_index)
+            for part in parts:
+                if target is not None:
+                    part = {**part, "labels": target}
+                inputs.append(part)
+                owner_of.append(i)
+        windowed = sum(1 for parts in per_example.values() if len(parts) > 1)
+        return Features(inputs, owner_of, truncated=len(long) - windowed, windowed=windowed)
+
+    def _target(self, ex: Example, label_index: dict[str, int]) -> Any:
+        if self.options.multi_label:
+            if "labels" not in ex:
+                return None
+            vec = [0.0] * len(self.labels)
+            for label in ex["labels"]:
+                vec[label_index[label]] = 1.0
+            return vec
+        return label_index[ex["label"]] if "label" in ex else None
+
+    # ------------------------------------------------------------------ model
+
+    def _is_standard(self, model: ModelConfig) -> bool:
+        return model.pooling == "cls" and model.head_hidden_size is None
+
+    def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+        self.standard_head = self._is_standard(model)
+        common = {"trust_remote_code": model.trust_remote_code}
+        if self.standard_head:
+            extra = {"classifier_dropout": model.head_dropout} if model.head_dropout is not None else {}
+            net = AutoModelForSequenceClassification.from_pretrained(
+                backbone,
+                num_labels=len(self.labels),
+                id2label=dict(enumerate(self.labels)),
+                label2id={label: i for i, label in enumerate(self.labels)},
+                problem_type="multi_label_classification"
+                if self.options.multi_label
+                else "single_label_classification",
+                **extra,
+                **common,
+            )
+        else:
+            from taskhead.modeling import PooledClassifier
+
+            config = AutoConfig.from_pretrained(backbone, **common)
+            dropout = (
+                model.head_dropout
+                if model.head_dropout is not None
+                else getattr(config, "hidden_dropout_prob", 0.1)
+            )
+            net = PooledClassifier(
+                AutoModel.from_pretrained(backbone, **common),
+                len(self.labels),
+                pooling=model.pooling,
+                hidden_size=model.head_hidden_size,
+                dropout=dropout,
+            )
+        embeddings = net.get_input_embeddings() if self.standard_head else net.encoder.get_input_embeddings()
+        if len(tokenizer) != embeddings.num_embeddings:
+            (net if self.standard_head else net.encoder).resize_token_embeddings(len(tokenizer))
+        return net
+
+    def save_model(self, model: torch.nn.Module, directory: Path) -> None:
+        if self.standard_head:
+            model.save_pretrained(directory)  # type: ignore[operator]
+        else:
+            model.save(directory)  # type: ignore[operator]
+
+    def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
+        from transformers import AutoModel, AutoModelForSequenceClassification
+
+        common = {"trust_remote_code": model.trust_remote_code}
+        if self.standard_head:
+            return AutoModelForSequenceClassification.from_pretrained(directory, **common)
+        from taskhead.modeling import PooledClassifier
+
+        net = PooledClassifier(
+            AutoModel.from_pretrained(directory, **common),
+            len(self.labels),
+            pooling=model.pooling,
+            hidden_size=model.head_hidden_size,
+            dropout=0.0,
+        )
+        net.load_head(directory)
+        return net
+
+    def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        logits = outputs["logits"].float()
+        if self.options.multi_label:
+            total = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum")
+            return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+        weight = None
+        if self.class_weights is not None:
+            weight = logits.new_tensor(self.class_weights)
+        total = F.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.shape[0])
+
+    # ------------------------------------------------------------------ outputs
+
+    def _probabilities(self, outputs: np.ndarray, features: Features, n: int) -> np.ndarray:
+        """Per-example probabilities; the logits of an example's windows are averaged first."""
+        logits = np.zeros((n, outputs.shape[1]), dtype=np.float64)
+        counts = np.zeros(n)
+        np.add.at(logits, features.example_index, outputs)
+        np.add.at(counts, features.example_index, 1)
+        logits /= counts[:, None]
+        if self.options.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))
+        logits -= logits.max(1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(1, keepdims=True)
+
+    def _thresholds(self) -> np.ndarray:
+        return np.asarray(self.thresholds or [self.options.threshold] * len(self.labels))
+
+    def decode(
+        self, outputs: np.ndarray, features: Features, examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        probs = self._probabilities(outputs, features, len(examples))
+        thresholds = self._thresholds()
+        predictions = []
+        for ex, row in zip(examples, probs, strict=True):
+            pred: dict[str, Any] = {"id": ex["id"]} if "id" in ex else {}
+            if self.options.multi_label:
+                pred["labels"] = [
+                    lbl for lbl, p, t in zip(self.labels, row, thresholds, strict=True) if p >= t
+                ]
+            else:
+                pred["label"] = self.labels[int(row.argmax())]
+            pred["scores"] = {lbl: round(float(p), 6) for lbl, p in zip(self.labels, row, strict=True)}
+            predictions.append(pred)
+        return predictions
+
+    def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
+        from taskhead.evaluation import classification_metrics, multilabel_metrics
+
+        index = {label: i for i, label in enumerate(self.labels)}
+        if self.options.multi_label:
+            gold = np.zeros((len(examples), len(self.labels)), dtype=int)
+            pred = np.zeros_like(gold)
+            for i, (ex, p) in enumerate(zip(examples, predictions, strict=True)):
+                gold[i, [index[lbl] for lbl in ex["labels"]]] = 1
+                pred[i, [index[lbl] for lbl in p["labels"]]] = 1
+            return multilabel_metrics(gold, pred, self.labels)
+        return classification_metrics(
+            [index[ex["label"]] for ex in examples], [index[p["label"]] for p in predictions], self.labels
+        )
+
+    def fit_on_eval(self, outputs: np.ndarray, features: Features, examples: list[Example]) -> dict[str, Any]:
+        if not (self.options.multi_label and self.options.tune_thresholds):
+            return {}
+        from taskhead.evaluation import best_thresholds
+
+        probs = self._probabilities(outputs, features, len(examples))
+        index = {label: i for i, label in enumerate(self.labels)}
+        gold = np.zeros_like(probs, dtype=int)
+        for i, ex in enumerate(examples):
+            gold[i, [index[lbl] for lbl in ex["labels"]]] = 1
+        self.thresholds = best_thresholds(probs, gold)
+        return {"thresholds": dict(zip(self.labels, self.thresholds, strict=True))}
+
+    def state(self) -> dict[str, Any]:
+        return {"labels": self.labels, "thresholds": self.thresholds, "standard_head": self.standard_head}
+
+    def model_card(self) -> str:
+        kind = "multi-label (sigmoid)" if self.options.multi_label else "multi-class (softmax)"
+        lines = [f"- Classification, {kind}, {len(self.labels)} labels: {', '.join(self.labels)}"]
+        if self.options.multi_label:
+            t = self.thresholds or [self.options.threshold]
+            lines.append(
+                f"- Decision thresholds: {'tuned per label on the eval set' if self.thresholds else t[0]}"
+            )
+        if self.standard_head:
+            lines.append(
+                "- `model/` is a standard transformers sequence-classification model: "
+                "`pipeline('text-classification', model='RUN_DIR/model')` serves it without taskhead"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,295 @@
+"""``train()``: config -> validated data -> features -> Trainer -> run directory."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskhead.config import RunConfig, save_config
+from taskhead.console import info, print_table, summary_table, warn
+from taskhead.data.splits import validate
+from taskhead.errors import ConfigError, RunDirError
+from taskhead.rundir import FORMAT_VERSION, META_FILE, atomic_write_json, atomic_write_text, replace_dir
+from taskhead.tasks.base import Example, Features, Task
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class Run:
+    """A finished training run: where it is, how it was configured, and its metrics."""
+
+    run_dir: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+
+    def load(self, **kwargs: Any) -> Any:
+        from taskhead.inference import Predictor
+
+        return Predictor(self.run_dir, **kwargs)
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(f"{prefix}.{key}", item))
+        return out
+    return {prefix: value}
+
+
+def _merge_overrides(overrides: list[str] | dict[str, Any] | None, keywords: dict[str, Any]) -> Any:
+    if not keywords:
+        return overrides
+    from taskhead.config import parse_override
+
+    merged: dict[str, Any] = {}
+    for item in overrides or []:
+        if isinstance(overrides, dict):
+            merged[item] = overrides[item]
+        else:
+            parts, value = parse_override(item)
+            merged[".".join(parts)] = value
+    for key, value in keywords.items():
+        merged.update(_flatten(key.replace("__", "."), value))
+    return merged
+
+
+def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    finished = (run_dir / META_FILE).exists()
+    checkpoints = run_dir / CHECKPOINTS
+    if resume:
+        if not any(checkpoints.glob("checkpoint-*")):
+            raise RunDirError(f"{run_dir}: --resume: no checkpoint in {checkpoints}; start without --resume")
+        return
+    if (finished or checkpoints.exists()) and not overwrite:
+        what = "a finished run" if finished else "checkpoints of an unfinished run"
+        raise RunDirError(
+            f"{run_dir}: already holds {what}; pass --overwrite to replace it, --resume to "
+            f"continue it, or choose another output_dir"
+        )
+    if overwrite:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (run_dir / META_FILE).unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: output_dir is not writable ({exc.strerror})") from None
+
+
+def encode_split(
+    task: Task, examples: list[Example], tokenizer: Any, config: RunConfig, desc: str
+) -> Features:
+    """Tokenize in chunks under a progress bar; the result is one Features in input order."""
+    from tqdm.auto import tqdm
+
+    chunk = 4096
+    merged = Features([], [])
+    with tqdm(total=len(examples), desc=f"tokenizing {desc}", unit="ex", leave=False, disable=None) as bar:
+        for start in range(0, len(examples), chunk):
+            part = task.encode(examples[start : start + chunk], tokenizer, config.model)
+            merged.inputs += part.inputs
+            merged.example_index += [start + i for i in part.example_index]
+            merged.truncated += part.truncated
+            merged.windowed += part.windowed
+            bar.update(len(examples[start : start + chunk]))
+    return merged
+
+
+def _load_tokenizer(backbone: str, config: RunConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=config.model.trust_remote_code)
+    if config.model.special_tokens:
+        tokenizer.add_special_tokens(
+            {"extra_special_tokens": list(config.model.special_tokens)}, replace_extra_special_tokens=False
+        )
+    if tokenizer.pad_token is None:  # decoder tokenizers often have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def _check_max_length(model: Any, config: RunConfig) -> None:
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit and config.model.max_length > limit:
+        raise ConfigError(
+            f"model.max_length: {config.model.max_length} exceeds the backbone's "
+            f"{limit} positions; use at most {limit} (with sliding windows for long texts)"
+        )
+
+
+def train(
+    config: str | Path | dict[str, Any] | RunConfig,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    **keyword_overrides: Any,
+) -> Run:
+    """Fine-tune the configured backbone on the configured task and write a run directory.
+
+    Args:
+        config: a YAML path, a dict or a RunConfig.
+        overrides: dotted ``key=value`` strings, or a dict of dotted keys.
+        resume: continue from the last checkpoint in ``output_dir/checkpoints``.
+        overwrite: replace a finished run (or stale checkpoints) in ``output_dir``.
+        quiet: no progress bars.
+        **keyword_overrides: more overrides: ``output_dir="runs/x"``, ``train={"epochs": 1}`` (merged into the
+            section) or ``train__epochs=1``.
+    """
+    report = validate(
+        config, _merge_overrides(overrides, keyword_overrides)
+    )  # config and every data file, before any model is loaded
+    cfg, task, splits = report.config, report.task, report.splits
+    for w in report.warnings:
+        warn(w)
+    run_dir = Path(cfg.output_dir)
+    _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
+
+    from transformers import set_seed
+
+    from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
+    from taskhead.data.collate import PadCollator
+    from taskhead.devices import resolve_device, resolve_precision
+    from taskhead.trainer import ListDataset, TaskheadTrainer, training_arguments
+
+    backbone = resolve_backbone(cfg.model.backbone)
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(device, cfg.train.bf16, cfg.train.fp16)
+    tokenizer = _load_tokenizer(backbone, cfg)
+    features = {name: encode_split(task, ex, tokenizer, cfg, name) for name, ex in splits.items()}
+    print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
+    for name, f in features.items():
+        if f.truncated:
+            warn(
+                f"{name}: {f.truncated} of {len(splits[name])} examples are longer than model.max_length="
+                f"{cfg.model.max_length} and were truncated (task.long_texts=sliding_window avoids that)"
+            )
+
+    set_seed(cfg.train.seed)  # before the head is created, so that a rerun starts from the same weights
+    with quiet_loading():
+        model = task.build_model(backbone, cfg.model, tokenizer)
+    _check_max_length(model, cfg)
+    metric = cfg.train.metric or task.default_metric
+    has_eval = "eval" in splits
+    args = training_arguments(
+        cfg,
+        output_dir=run_dir / CHECKPOINTS,
+        has_eval=has_eval,
+        device=device,
+        precision=precision,
+        metric=metric,
+        quiet=quiet,
+    )
+    callbacks = []
+    if cfg.train.early_stopping_patience and args.load_best_model_at_end:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    elif cfg.train.early_stopping_patience:
+        warn(
+            "train.early_stopping_patience needs eval data and save_strategy equal to eval_strategy; ignored"
+        )
+    trainer = TaskheadTrainer(
+        model=model,
+        args=args,
+        train_dataset=ListDataset(features["train"].inputs),
+        eval_dataset=ListDataset(features["eval"].inputs) if has_eval else None,
+        data_collator=PadCollator(
+            tokenizer.pad_token_id, pad_to_multiple_of=8 if device.type == "cuda" else None
+        ),
+        processing_class=tokenizer,
+        compute_loss_func=task.loss,
+        callbacks=callbacks,
+        task=task,
+        train_features=features["train"],
+        eval_split=(splits["eval"], features["eval"]) if has_eval else None,
+        precision=precision,
+        group_by_length=cfg.train.group_by_length,
+    )
+    info(
+        f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
+        f"{cfg.train.epochs:g} epoch(s), backbone {cfg.model.backbone}"
+    )
+    started = time.perf_counter()
+    with no_hf_progress_bars():
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics: dict[str, Any] = {
+        "train": {**result.metrics, "wall_seconds": round(time.perf_counter() - started, 2)}
+    }
+    tuned: dict[str, Any] = {}
+    for name in ("eval", "test"):
+        if name not in splits:
+            continue
+        outputs, loss = trainer.run_split(splits[name], features[name], progress=f"scoring {name}")
+        if name == "eval":
+            tuned = task.fit_on_eval(outputs, features[name], splits[name])
+        metrics[name] = task.score(task.decode(outputs, features[name], splits[name]), splits[name])
+        if loss is not None:
+            metrics[name]["loss"] = loss
+    if tuned:
+        metrics["tuned_on_eval"] = tuned
+    metrics["history"] = trainer.state.log_history
+    with no_hf_progress_bars():
+        _write_run(
+            run_dir,
+            cfg,
+            task,
+            trainer.model,
+            tokenizer,
+            metrics,
+            meta_extra={
+                "rows": {n: len(e) for n, e in splits.items()},
+                "precision": precision,
+                "device": device.type,
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+            },
+        )
+    from taskhead.evaluation import metrics_table
+
+    for name in ("eval", "test"):
+        if name in metrics:
+            print_table(metrics_table(metrics[name], f"{name} metrics ({run_dir})"))
+    return Run(run_dir, cfg, metrics)
+
+
+def _write_run(
+    run_dir: Path,
+    cfg: RunConfig,
+    task: Task,
+    model: Any,
+    tokenizer: Any,
+    metrics: dict[str, Any],
+    *,
+    meta_extra: dict[str, Any],
+) -> None:
+    """Write the run directory; taskhead.json last, so that only a complete run is ever loadable."""
+    from taskhead.rundir import library_versions, model_card
+
+    (run_dir / META_FILE).unlink(missing_ok=True)
+
+    def fill(directory: Path) -> None:
+        task.save_model(model, directory)
+        tokenizer.save_pretrained(directory)
+
+    replace_dir(run_dir / "model", fill)
+    save_config(cfg, run_dir / "config.yaml")
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "task": task.name,
+        "task_state": task.state(),
+        "config": cfg.to_yaml_dict(),
+        "run_dir": str(run_dir),
+        "versions": library_versions(),
+        **meta_extra,
+    }
+    atomic_write_text(run_dir / "README.md", model_card(meta, metrics, task.model_card()))
+    atomic_write_json(run_dir / META_FILE, meta)
