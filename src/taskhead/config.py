@@ -68,6 +68,9 @@ class DataConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(5e-5, gt=0)

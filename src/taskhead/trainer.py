@@ -141,6 +141,7 @@ def training_arguments(
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
         learning_rate=t.learning_rate,

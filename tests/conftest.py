@@ -1,0 +1,150 @@
+"""Shared fixtures: a tiny random-config BERT backbone with its own WordPiece vocabulary, and tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+BIN = Path(sys.executable).parent
+
+WORDS = (
+    "good great fine happy love nice excellent superb bad awful poor sad hate terrible boring dull movie film "
+    "plot actor story the a an is was it this that very not quite so and but of to in on with game team score "
+    "market stock price bank science space research world war election city match goal win lose rain sun"
+).split()
+
+POSITIVE = [
+    "good movie",
+    "great film",
+    "happy story",
+    "love this film",
+    "nice plot",
+    "excellent actor",
+    "superb story",
+    "very good film",
+    "quite nice",
+    "a great plot",
+]
+NEGATIVE = [
+    "bad movie",
+    "awful film",
+    "sad story",
+    "hate this film",
+    "poor plot",
+    "terrible actor",
+    "boring story",
+    "very bad film",
+    "quite dull",
+    "a terrible plot",
+]
+
+
+def _build_backbone(directory: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *WORDS,
+        *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
+        *list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'"),
+    ]
+    tokenizer = BertTokenizer(
+        vocab={token: i for i, token in enumerate(dict.fromkeys(vocab))}, do_lower_case=True
+    )
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def sentiment_records(n_repeat: int = 2) -> list[dict]:
+    rows = [{"text": t, "label": "pos"} for t in POSITIVE] + [{"text": t, "label": "neg"} for t in NEGATIVE]
+    return [dict(r, id=f"r{i}") for i, r in enumerate(rows * n_repeat)]
+
+
+@pytest.fixture
+def sentiment_data(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "train": write_jsonl(tmp_path / "train.jsonl", sentiment_records(3)),
+        "eval": write_jsonl(tmp_path / "eval.jsonl", sentiment_records(1)),
+    }
+
+
+def tiny_config(backbone: Path, files: dict[str, Path], out: Path, **sections: dict) -> dict:
+    """A classification config for the tiny backbone; ``sections`` update the default sections."""
+    config: dict = {
+        "task": "classification",
+        "output_dir": str(out),
+        "model": {"backbone": str(backbone), "max_length": 32},
+        "data": {k: str(v) for k, v in files.items()},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "bf16": False,
+        },
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    return config
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``taskhead`` command in a subprocess."""
+    exe = BIN / "taskhead"
+    return subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def shared_dataset(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the slow tier reads ../shared/datasets beside the project")
+    return path

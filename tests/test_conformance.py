@@ -1,0 +1,47 @@
+"""One check over every registered task: build a tiny model, train two steps, save, reload, predict.
+
+Predictions must be identical before and after reload. A new task adds a case to CASES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import sentiment_records, tiny_config, write_jsonl
+
+import taskhead
+from taskhead.tasks import registered
+
+
+def classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    data = {
+        "train": write_jsonl(tmp / "train.jsonl", sentiment_records(2)),
+        "eval": write_jsonl(tmp / "eval.jsonl", sentiment_records(1)),
+    }
+    return tiny_config(backbone, data, tmp / "run"), ["good movie", {"id": "x", "text": "awful plot"}]
+
+
+CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
+    "classification": classification_case,
+}
+
+
+def test_every_registered_task_has_a_case() -> None:
+    assert sorted(CASES) == registered()
+
+
+@pytest.mark.parametrize("name", registered())
+def test_train_save_reload_predict(name: str, tiny_backbone: Path, tmp_path: Path) -> None:
+    config, inputs = CASES[name](tiny_backbone, tmp_path)
+    config["train"]["max_steps"] = 2
+    run = taskhead.train(config, quiet=True)
+    assert (run.run_dir / "taskhead.json").is_file()
+    for part in ("model", "config.yaml", "metrics.json", "README.md"):
+        assert (run.run_dir / part).exists(), part
+    first = run.load().predict(inputs)
+    second = taskhead.load(run.run_dir).predict(inputs)
+    assert len(first) == len(inputs)
+    assert first == second
