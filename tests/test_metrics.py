@@ -16,7 +16,7 @@ def test_multiclass_against_sklearn() -> None:
     assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     for avg in ("macro", "micro", "weighted"):
         assert m[f"{avg}_f1"] == pytest.approx(f1_score(y_true, y_pred, average=avg))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred)
+    _, _, f, s = precision_recall_fscore_support(y_true, y_pred)
     assert [m["per_class"][k]["f1"] for k in "abcd"] == pytest.approx(list(f))
     assert [m["per_class"][k]["support"] for k in "abcd"] == list(s)
     assert np.array(m["confusion_matrix"]["matrix"]).sum() == 200

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NEGATIVE, POSITIVE, sentiment_records, tiny_config, write_jsonl
 
 import taskhead
+from conftest import NEGATIVE, POSITIVE, sentiment_records, tiny_config, write_jsonl
 from taskhead.modeling import pool
 
 
@@ -79,7 +79,7 @@ def test_resume_continues_to_the_same_result(tiny_backbone: Path, sentiment_data
 
 def test_long_texts_truncated_and_counted_or_windowed(tiny_backbone: Path, tmp_path: Path) -> None:
     long_text = " ".join(["good movie and great plot"] * 12)  # ~60 tokens, max_length 16
-    records = sentiment_records(2) + [{"text": long_text, "label": "pos"}]
+    records = [*sentiment_records(2), {"text": long_text, "label": "pos"}]
     data = {"train": write_jsonl(tmp_path / "t.jsonl", records)}
     run = taskhead.train(
         tiny_config(tiny_backbone, data, tmp_path / "trunc", model={"max_length": 16}), quiet=True
