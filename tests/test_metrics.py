@@ -42,8 +42,21 @@ def test_multilabel_against_sklearn() -> None:
 def test_best_thresholds_separates_when_possible() -> None:
     probs = np.array([[0.9, 0.2], [0.8, 0.25], [0.3, 0.05], [0.2, 0.3]])
     gold = np.array([[1, 0], [1, 1], [0, 0], [0, 1]])
-    t = best_thresholds(probs, gold)
+    t = best_thresholds(probs, gold, min_positives=1)
     assert 0.3 < t[0] <= 0.8
     assert 0.05 < t[1] <= 0.25
     pred = (probs >= np.array(t)).astype(int)
     assert (pred == gold).all()
+
+
+def test_rare_labels_get_the_shared_micro_f1_threshold() -> None:
+    rng = np.random.default_rng(0)
+    gold = np.zeros((200, 2), dtype=int)
+    gold[:100, 0] = 1
+    gold[:3, 1] = 1  # three positives only
+    probs = np.clip(gold * 0.7 + rng.uniform(0, 0.3, gold.shape), 0, 1)
+    t = best_thresholds(probs, gold, min_positives=10)
+    assert 0.3 <= t[0] <= 0.7
+    shared = best_thresholds(probs, gold, min_positives=10**6)
+    assert shared[0] == shared[1]
+    assert t[1] == shared[1]

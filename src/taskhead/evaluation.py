@@ -48,18 +48,38 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]
     }
 
 
-def best_thresholds(probs: np.ndarray, gold: np.ndarray, grid: Sequence[float] | None = None) -> list[float]:
-    """Per-label threshold maximising that label's F1 on (probs, gold); ties go to the value nearest 0.5."""
-    grid = np.asarray(grid if grid is not None else np.round(np.arange(0.05, 0.96, 0.05), 2))
+def _f1_by_threshold(probs: np.ndarray, gold: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Micro-F1 over the given columns for each threshold of the grid."""
+    pred = probs[None] >= grid[:, None, None]  # (grid, n, labels)
+    positive = (gold == 1)[None]
+    tp = (pred & positive).sum((1, 2))
+    fp = (pred & ~positive).sum((1, 2))
+    fn = (~pred & positive).sum((1, 2))
+    return np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+
+
+def _pick(grid: np.ndarray, f1: np.ndarray) -> float:
+    best = np.flatnonzero(np.isclose(f1, f1.max()))
+    return float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])  # ties: the value nearest 0.5
+
+
+def best_thresholds(
+    probs: np.ndarray, gold: np.ndarray, *, min_positives: int = 50, grid: Sequence[float] | None = None
+) -> list[float]:
+    """Per-label decision thresholds tuned on (probs, gold).
+
+    A label with at least ``min_positives`` positive examples gets the threshold that maximises its own F1;
+    rarer labels get the one global threshold that maximises micro-F1 over all labels (a per-label value
+    tuned on a handful of positives overfits and floods predictions with false positives).
+    """
+    grid_ = np.asarray(grid if grid is not None else np.round(np.arange(0.05, 0.96, 0.05), 2))
+    shared = _pick(grid_, _f1_by_threshold(probs, gold, grid_))
     out = []
     for j in range(probs.shape[1]):
-        pred = probs[:, j][None, :] >= grid[:, None]  # (grid, n)
-        tp = (pred & (gold[:, j] == 1)[None, :]).sum(1)
-        fp = (pred & (gold[:, j] == 0)[None, :]).sum(1)
-        fn = ((~pred) & (gold[:, j] == 1)[None, :]).sum(1)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-        best = np.flatnonzero(np.isclose(f1, f1.max()))
-        out.append(float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]]))
+        if gold[:, j].sum() >= min_positives:
+            out.append(_pick(grid_, _f1_by_threshold(probs[:, j : j + 1], gold[:, j : j + 1], grid_)))
+        else:
+            out.append(shared)
     return out
 
 
