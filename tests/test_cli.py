@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import run_cli, sentiment_records, tiny_config, write_jsonl
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sentiment_records, tiny_config, write_jsonl
 
 import taskhead
-from conftest import sentiment_records, tiny_config, write_jsonl
 from taskhead.tasks import registered
 
 

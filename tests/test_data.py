@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import write_jsonl
+
 from taskhead.config import DataConfig
 from taskhead.data.readers import read_table
 from taskhead.errors import DataError

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NEGATIVE, POSITIVE, sentiment_records, tiny_config, write_jsonl
 
 import taskhead
-from conftest import NEGATIVE, POSITIVE, sentiment_records, tiny_config, write_jsonl
 from taskhead.modeling import pool
 
 

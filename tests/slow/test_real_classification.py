@@ -28,8 +28,13 @@ def test_sst2_4000_sentences_2_epochs(tmp_path: Path) -> None:
         "task": "classification",
         "output_dir": str(tmp_path / "run"),
         "model": {"backbone": "minilm", "max_length": 128},
-        "data": {"train": str(tmp_path / "train.tsv"), "eval": str(folder / "dev.tsv"), "format": "tsv",
-                 "quoting": "none", "columns": {"text": "sentence", "label": "label"}},
+        "data": {
+            "train": str(tmp_path / "train.tsv"),
+            "eval": str(folder / "dev.tsv"),
+            "format": "tsv",
+            "quoting": "none",
+            "columns": {"text": "sentence", "label": "label"},
+        },
         "train": {"epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "save_strategy": "no", "seed": 42},
     }
     run = taskhead.train(config, quiet=True)
@@ -37,7 +42,8 @@ def test_sst2_4000_sentences_2_epochs(tmp_path: Path) -> None:
     assert run.metrics["eval"]["per_class"]["0"]["support"] == 428
     assert accuracy >= 0.83, accuracy
     # the reloaded predictor scores the dev file to the same figure, in input order
-    assert taskhead.load(run.run_dir).evaluate(folder / "dev.tsv")["accuracy"] == pytest.approx(accuracy, abs=0.003)
+    reloaded = taskhead.load(run.run_dir).evaluate(folder / "dev.tsv")["accuracy"]
+    assert reloaded == pytest.approx(accuracy, abs=0.003)
 
 
 def _trec_jsonl(source: Path, target: Path) -> Path:
@@ -54,8 +60,10 @@ def test_trec_6_classes(tmp_path: Path) -> None:
         "task": "classification",
         "output_dir": str(tmp_path / "run"),
         "model": {"backbone": "minilm", "max_length": 64},
-        "data": {"train": str(_trec_jsonl(folder / "train_5500.label", tmp_path / "train.jsonl")),
-                 "test": str(_trec_jsonl(folder / "TREC_10.label", tmp_path / "test.jsonl"))},
+        "data": {
+            "train": str(_trec_jsonl(folder / "train_5500.label", tmp_path / "train.jsonl")),
+            "test": str(_trec_jsonl(folder / "TREC_10.label", tmp_path / "test.jsonl")),
+        },
         "train": {"epochs": 3, "batch_size": 32, "learning_rate": 1e-4, "save_strategy": "no", "seed": 42},
     }
     run = taskhead.train(config, quiet=True)
@@ -91,9 +99,13 @@ def test_goemotions_multilabel(tmp_path: Path) -> None:
         "task": {"name": "classification", "multi_label": True, "tune_thresholds": True},
         "output_dir": str(tmp_path / "run"),
         "model": {"backbone": "minilm", "max_length": 64},
-        "data": {"train": str(tmp_path / "train.tsv"), "eval": str(tmp_path / "dev.tsv"),
-                 "test": str(tmp_path / "test.tsv"), "header": False,
-                 "columns": {"text": 0, "labels": 1, "id": 2, "label": None}},
+        "data": {
+            "train": str(tmp_path / "train.tsv"),
+            "eval": str(tmp_path / "dev.tsv"),
+            "test": str(tmp_path / "test.tsv"),
+            "header": False,
+            "columns": {"text": 0, "labels": 1, "id": 2, "label": None},
+        },
         "train": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-4, "save_strategy": "no", "seed": 42},
     }
     run = taskhead.train(config, quiet=True)
