@@ -217,6 +217,7 @@ def main() -> int:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     backbone = resolve_backbone("minilm")
     train = random.Random(0).sample(read_tsv(DATA / "train.tsv"), opts.train_size)
     dev = read_tsv(DATA / "dev.tsv")
