@@ -45,8 +45,9 @@ def test_train_evaluate_predict_round_trip(tiny_backbone: Path, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "OK (task classification, 60 records)" in result.stderr
 
-    result = run_cli("train", str(config), "train.epochs=2", "--quiet")
+    result = run_cli("train", str(config), "--quiet", "train.epochs=2")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"run directory: {tmp_path / 'run'}"  # logs go to stderr
     run = tmp_path / "run"
     assert json.loads((run / "metrics.json").read_text())["eval"]["accuracy"] >= 0.0
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2.0

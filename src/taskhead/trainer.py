@@ -3,11 +3,13 @@ and evaluation through taskhead's own in-order forward pass and the task's metri
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from taskhead.evaluation import scalar_metrics
 from taskhead.inference import forward_outputs
@@ -56,6 +58,27 @@ class ShuffledLengthGroupedSampler(torch.utils.data.Sampler[int]):
             yield from full[b]
         for batch in partial:
             yield from batch
+
+
+class StderrProgressCallback(ProgressCallback):
+    """The Trainer's progress bar, with its log lines on stderr: stdout stays clean for results."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            shown = {k: v for k, v in logs.items() if k != "total_flos"}
+            if self.training_bar is not None:
+                self.training_bar.write(str(shown), file=sys.stderr)
+            else:
+                print(shown, file=sys.stderr)
+
+
+def route_logs_to_stderr(trainer: Trainer, *, quiet: bool) -> None:
+    """Replace the Trainer's stdout printers: a stderr progress bar, or nothing when quiet (logs are still
+    kept in ``trainer.state.log_history``, which goes to metrics.json)."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if not quiet:
+        trainer.add_callback(StderrProgressCallback())
 
 
 class ListDataset(torch.utils.data.Dataset):

@@ -158,7 +158,7 @@ def train(
     from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
     from taskhead.data.collate import PadCollator
     from taskhead.devices import resolve_device, resolve_precision
-    from taskhead.trainer import ListDataset, TaskheadTrainer, training_arguments
+    from taskhead.trainer import ListDataset, TaskheadTrainer, route_logs_to_stderr, training_arguments
 
     backbone = resolve_backbone(cfg.model.backbone)
     device = resolve_device(cfg.train.device)
@@ -214,6 +214,7 @@ def train(
         precision=precision,
         group_by_length=cfg.train.group_by_length,
     )
+    route_logs_to_stderr(trainer, quiet=quiet)
     info(
         f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
         f"{cfg.train.epochs:g} epoch(s), backbone {cfg.model.backbone}"
