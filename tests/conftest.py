@@ -149,3 +149,42 @@ def shared_dataset(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the slow tier reads ../shared/datasets beside the project")
     return path
+
+
+PEOPLE = [["alice"], ["bob"], ["carol", "smith"], ["dave"]]
+PLACES = [["paris"], ["rome"], ["new", "york"], ["oslo"]]
+FRAMES = [  # (words before, person slot, middle, place slot, words after)
+    (["the"], ["won", "the", "match", "in"], []),
+    ([], ["was", "in"], ["with", "the", "team"]),
+    (["this", "is"], ["of"], []),
+]
+
+
+def ner_records(n: int = 24) -> list[dict]:
+    """Tiny IOB2 NER sentences: a person (PER) and a place (LOC) in a few frames; words outside the tiny
+    vocabulary are split into several sub-tokens."""
+    records = []
+    for i in range(n):
+        before, middle, after = FRAMES[i % len(FRAMES)]
+        person, place = PEOPLE[i % len(PEOPLE)], PLACES[(i // 2) % len(PLACES)]
+        tokens = [*before, *person, *middle, *place, *after]
+        tags = (
+            ["O"] * len(before)
+            + ["B-PER"]
+            + ["I-PER"] * (len(person) - 1)
+            + ["O"] * len(middle)
+            + ["B-LOC"]
+            + ["I-LOC"] * (len(place) - 1)
+            + ["O"] * len(after)
+        )
+        records.append({"id": f"s{i}", "tokens": tokens, "tags": tags})
+    return records
+
+
+def write_conll(path: Path, records: list[dict], *, docstart: bool = True) -> Path:
+    """CoNLL-2003 style: `token POS tag`, blank lines between sentences."""
+    lines = ["-DOCSTART- -X- O", ""] if docstart else []
+    for r in records:
+        lines += [f"{t} NN {g}" for t, g in zip(r["tokens"], r["tags"], strict=True)] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sentiment_records, tiny_config, write_jsonl
+from conftest import ner_records, sentiment_records, tiny_config, write_conll, write_jsonl
 
 import taskhead
 from taskhead.tasks import registered
@@ -24,8 +24,23 @@ def classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
     return tiny_config(backbone, data, tmp / "run"), ["good movie", {"id": "x", "text": "awful plot"}]
 
 
+def token_classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    data = {
+        "train": write_conll(tmp / "train.conll", ner_records(24)),
+        "eval": write_jsonl(tmp / "eval.jsonl", ner_records(6)),
+    }
+    config = tiny_config(backbone, data, tmp / "run", task="token-classification")
+    inputs = [
+        "Alice won the match in New York.",
+        ["bob", "was", "in", "rome"],
+        {"id": "x", "tokens": ["carol"]},
+    ]
+    return config, inputs
+
+
 CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
     "classification": classification_case,
+    "token-classification": token_classification_case,
 }
 
 

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "csv", "tsv", "jsonl", "parquet", "text"],
+        choices=["auto", "csv", "tsv", "jsonl", "parquet", "text", "conll", "conllu"],
         help="input format (default: from the extension; stdin: JSON Lines or text)",
     )
     _inference_options(r)

@@ -46,13 +46,23 @@ class ColumnsConfig(_Section):
     labels: str | int | None = Field(
         None, description="Column of the multi-label labels: a list (JSON) or a delimited string (CSV/TSV)."
     )
+    tokens: str | int | None = Field(
+        None,
+        description="Token classification: the words (JSON Lines: a list; default `tokens`; CoNLL: column "
+        "index, default 0).",
+    )
+    tags: str | int | None = Field(
+        None,
+        description="Token classification: the tags (JSON Lines: a list, default `tags`; CoNLL: column "
+        "index, default -1 = last; CoNLL-U: `upos` (default) or `xpos`).",
+    )
 
 
 class DataConfig(_Section):
     train: Path | None = Field(None, description="Training data file.")
     eval: Path | None = Field(None, description="Evaluation data file (each epoch; best-model selection).")
     test: Path | None = Field(None, description="Test data file, scored once after training.")
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "text"] = Field(
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "text", "conll", "conllu"] = Field(
         "auto", description="File format; `auto` goes by the file extension."
     )
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
@@ -64,6 +74,9 @@ class DataConfig(_Section):
         "minimal", description="CSV quoting: `minimal` (standard) or `none` (quotes are plain characters)."
     )
     max_errors: int = Field(20, ge=1, description="Problems reported per file before stopping.")
+    comment_prefix: str | None = Field(
+        "#", description="CoNLL column files: lines starting with this before a sentence are comments."
+    )
 
 
 class TrainConfig(_Section):

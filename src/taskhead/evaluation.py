@@ -30,6 +30,46 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     }
 
 
+def tagging_metrics(
+    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str
+) -> dict[str, Any]:
+    """Token accuracy over words; for entity schemes also seqeval's entity-level P/R/F1 (micro, macro and
+    per type) in strict mode for the scheme. ``gold`` and ``predicted`` hold one tag per word."""
+    total = sum(len(g) for g in gold)
+    correct = sum(a == b for g, p in zip(gold, predicted, strict=True) for a, b in zip(g, p, strict=True))
+    metrics: dict[str, Any] = {"accuracy": correct / total if total else 0.0, "words": total}
+    if scheme == "plain":
+        return metrics
+    from seqeval.metrics import classification_report
+
+    from taskhead.tagging import seqeval_scheme, seqeval_tags
+
+    gold_l = [seqeval_tags(g, scheme) for g in gold]  # IOB1 is scored after conversion to IOB2
+    pred_l = [seqeval_tags(p, scheme) for p in predicted]
+    report = classification_report(
+        gold_l, pred_l, mode="strict", scheme=seqeval_scheme(scheme), output_dict=True, zero_division=0
+    )
+    micro, macro = report.pop("micro avg"), report.pop("macro avg")
+    report.pop("weighted avg", None)
+    metrics.update(
+        precision=float(micro["precision"]),
+        recall=float(micro["recall"]),
+        f1=float(micro["f1-score"]),
+        macro_f1=float(macro["f1-score"]),
+        entities=int(micro["support"]),
+        per_type={
+            name: {
+                "precision": float(v["precision"]),
+                "recall": float(v["recall"]),
+                "f1": float(v["f1-score"]),
+                "support": int(v["support"]),
+            }
+            for name, v in sorted(report.items())
+        },
+    )
+    return metrics
+
+
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Micro/macro F1, subset accuracy, Hamming loss and per-label P/R/F1 for 0/1 indicator matrices."""
     from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
@@ -95,7 +135,7 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    per = metrics.get("per_class") or metrics.get("per_label")
+    per = metrics.get("per_class") or metrics.get("per_label") or metrics.get("per_type")
     if per:
         table.add_column("label")
         for col in ("precision", "recall", "f1", "support"):

@@ -35,10 +35,15 @@ def forward_outputs(
     precision: str = "fp32",
     loss_fn: Callable[..., torch.Tensor] | None = None,
     progress: str | None = None,
-) -> tuple[np.ndarray, float | None]:
-    """Logits for every feature, in input order, and the mean loss when features carry labels."""
+) -> tuple[np.ndarray | list[np.ndarray], float | None]:
+    """Logits for every feature, in input order, and the mean loss when features carry labels.
+
+    Per-sequence logits come back as one array ``[features, ...]``; per-token logits (``[batch, tokens,
+    labels]``) as a list with one ``[tokens, labels]`` array per feature, cut to the feature's own length.
+    """
     n = len(features.inputs)
     out: np.ndarray | None = None
+    per_token: list[np.ndarray] | None = None
     loss_sum, loss_count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -54,15 +59,23 @@ def forward_outputs(
                 if loss_fn is not None and labels is not None:
                     loss_sum += float(loss_fn(result, labels.to(device))) * len(idx)
                     loss_count += len(idx)
-                if out is None:
-                    out = np.empty((n, *logits.shape[1:]), dtype=np.float32)
-                out[idx] = logits.cpu().numpy()
+                if logits.dim() == 3:
+                    rows = logits.cpu().numpy()
+                    per_token = per_token if per_token is not None else [rows[:0, 0]] * n
+                    for j, i in enumerate(idx):
+                        per_token[i] = rows[j, : len(features.inputs[i]["input_ids"])]
+                else:
+                    if out is None:
+                        out = np.empty((n, *logits.shape[1:]), dtype=np.float32)
+                    out[idx] = logits.cpu().numpy()
                 if bar is not None:
                     bar.update(len(idx))
     finally:
         if bar is not None:
             bar.close()
         model.train(was_training)
+    if per_token is not None:
+        return per_token, (loss_sum / loss_count if loss_count else None)
     if out is None:
         out = np.empty((0,), dtype=np.float32)
     return out, (loss_sum / loss_count if loss_count else None)
@@ -113,7 +126,7 @@ class Predictor:
     def labels(self) -> list[str]:
         return list(getattr(self.task, "labels", []))
 
-    def _run(self, examples: list[Example]) -> tuple[np.ndarray, Features]:
+    def _run(self, examples: list[Example]) -> tuple[np.ndarray | list[np.ndarray], Features]:
         from taskhead.data.collate import PadCollator
 
         features = self.task.encode(examples, self.tokenizer, self.config.model)

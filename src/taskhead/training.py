@@ -98,6 +98,7 @@ def encode_split(
             merged.example_index += [start + i for i in part.example_index]
             merged.truncated += part.truncated
             merged.windowed += part.windowed
+            merged.meta += part.meta
             bar.update(len(examples[start : start + chunk]))
     return merged
 

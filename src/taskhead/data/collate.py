@@ -8,7 +8,11 @@ import torch
 
 
 class PadCollator:
-    """Pads ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (right side) and stacks ``labels``."""
+    """Pads ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (right side) and batches ``labels``.
+
+    Labels: an int per example (classes), a float list per example (multi-label vectors, stacked), or an
+    int list per example with one label per token (padded with -100, which the loss ignores).
+    """
 
     def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
@@ -29,6 +33,13 @@ class PadCollator:
             batch[key] = out
         if "labels" in features[0]:
             labels = [f["labels"] for f in features]
-            dtype = torch.float32 if isinstance(labels[0], list) else torch.long
-            batch["labels"] = torch.tensor(labels, dtype=dtype)
+            first = labels[0]
+            if isinstance(first, list) and any(isinstance(x, int) for x in first):
+                out = torch.full((len(features), width), -100, dtype=torch.long)
+                for i, row in enumerate(labels):
+                    out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+                batch["labels"] = out
+            else:
+                dtype = torch.float32 if isinstance(first, list) else torch.long
+                batch["labels"] = torch.tensor(labels, dtype=dtype)
         return batch

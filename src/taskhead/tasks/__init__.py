@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # name -> "module:class"; the class has an `Options` pydantic model and implements tasks.base.Task.
 REGISTRY: dict[str, str] = {
     "classification": "taskhead.tasks.classification:ClassificationTask",
+    "token-classification": "taskhead.tasks.token_classification:TokenClassificationTask",
 }
 
 

@@ -29,6 +29,7 @@ class Features:
     example_index: list[int]  # for each feature, the index of the example it came from
     truncated: int = 0  # examples whose text did not fit in max_length
     windowed: int = 0  # examples split into several windows
+    meta: list[Any] = field(default_factory=list)  # per feature, task data the model does not see (or empty)
 
     def lengths(self) -> list[int]:
         return [len(f["input_ids"]) for f in self.inputs]
@@ -84,9 +85,13 @@ class Task(Protocol):
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor: ...
 
     def decode(
-        self, outputs: np.ndarray, features: Features, examples: list[Example]
+        self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]
     ) -> list[dict[str, Any]]:
-        """Turn per-feature model outputs (input order) into one prediction per example."""
+        """Turn per-feature model outputs (input order) into one prediction per example.
+
+        ``outputs`` is one array ``[features, ...]`` for per-sequence logits, or a list with one
+        ``[tokens, ...]`` array per feature (trimmed to the feature's length) for per-token logits.
+        """
         ...
 
     def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
