@@ -152,7 +152,8 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Any:
     else:
         table.add_column("metric")
         table.add_column("value", justify="right")
-    for key, value in scalar_metrics(metrics).items():
+    for key in scalar_metrics(metrics):
+        value = metrics[key]
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         table.add_row(key, text, *([""] * (len(table.columns) - 2)))
     return table

@@ -1,0 +1,75 @@
+"""Slow tier: token classification with the real MiniLM backbone on ../shared/datasets.
+
+Figures measured here (2 CPU cores, seed 42): CoNLL-2003, first 3,000 training sentences, 2 epochs,
+lr 1e-4: test entity F1 0.729 against 0.441 for the frequency baseline (each word's most frequent training
+tag, unseen words O, repaired to valid IOB2). UD English EWT, first 4,000 training sentences, 3 epochs,
+lr 1.5e-4: test UPOS accuracy 0.955. MiniLM is uncased, which costs NER some F1 (capitalisation is lost).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import shared_dataset
+
+import taskhead
+from taskhead.data.conll import read_conll
+from taskhead.evaluation import tagging_metrics
+from taskhead.tagging import repair
+
+pytestmark = pytest.mark.slow
+
+
+def frequency_baseline_f1(train: list, test: list) -> float:
+    freq: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in train:
+        for word, tag in zip(s.tokens, s.tags, strict=True):
+            freq[word][tag] += 1
+    pred = [
+        repair([freq[w].most_common(1)[0][0] if w in freq else "O" for w in s.tokens], "iob2") for s in test
+    ]
+    return tagging_metrics([s.tags for s in test], pred, "iob2")["f1"]
+
+
+def test_conll2003_ner_3000_sentences(tmp_path: Path) -> None:
+    folder = shared_dataset("conll2003")
+    sentences = read_conll(folder / "train.txt")[:3000]
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps({"tokens": s.tokens, "tags": s.tags}) + "\n" for s in sentences), encoding="utf-8"
+    )
+    config = {
+        "task": "token-classification",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"backbone": "minilm", "max_length": 128},
+        "data": {"train": str(tmp_path / "train.jsonl"), "test": str(folder / "test.txt")},
+        "train": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-4, "save_strategy": "no", "seed": 42},
+    }
+    run = taskhead.train(config, quiet=True)
+    baseline = frequency_baseline_f1(sentences, read_conll(folder / "test.txt"))
+    f1 = run.metrics["test"]["f1"]
+    assert baseline == pytest.approx(0.441, abs=0.01)
+    assert f1 >= 0.68 and f1 >= baseline + 0.2, (f1, baseline)
+    assert set(run.metrics["test"]["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    # the reloaded predictor scores the same file the same way (per word, windows, Viterbi); it runs in fp32,
+    # the scoring after training in bf16 (measured: 0.7291 against 0.7287)
+    assert taskhead.load(run.run_dir).evaluate(folder / "test.txt")["f1"] == pytest.approx(f1, abs=0.005)
+
+
+def test_ud_ewt_upos_4000_sentences(tmp_path: Path) -> None:
+    folder = shared_dataset("ud_english_ewt")
+    blocks = (folder / "en_ewt-ud-train.conllu").read_text(encoding="utf-8").split("\n\n")[:4000]
+    (tmp_path / "train.conllu").write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    config = {
+        "task": "token-classification",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"backbone": "minilm", "max_length": 128},
+        "data": {"train": str(tmp_path / "train.conllu"), "test": str(folder / "en_ewt-ud-test.conllu")},
+        "train": {"epochs": 3, "batch_size": 32, "learning_rate": 1.5e-4, "save_strategy": "no", "seed": 42},
+    }
+    run = taskhead.train(config, quiet=True)
+    meta = json.loads((run.run_dir / "taskhead.json").read_text())
+    assert meta["task_state"]["scheme"] == "plain" and len(meta["task_state"]["labels"]) == 17
+    assert run.metrics["test"]["accuracy"] >= 0.93, run.metrics["test"]
