@@ -188,3 +188,28 @@ def write_conll(path: Path, records: list[dict], *, docstart: bool = True) -> Pa
         lines += [f"{t} NN {g}" for t, g in zip(r["tokens"], r["tags"], strict=True)] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+QA_FACTS = [
+    ("the team", "who won the match", "the team won the match in the rain"),
+    ("the market", "what fell in the city", "the stock price fell and the market fell in the city"),
+    ("space", "what is the research on", "this research is on space and it was very good"),
+    ("the bank", "who lost", "the bank lost the game but the team was happy"),
+]
+
+
+def qa_records(n: int = 16) -> list[dict]:
+    """Tiny extractive QA records in the Hugging Face datasets layout (answers: text + answer_start)."""
+    records = []
+    for i in range(n):
+        answer, question, context = QA_FACTS[i % len(QA_FACTS)]
+        start = context.index(answer)
+        records.append(
+            {
+                "id": f"q{i}",
+                "question": question,
+                "context": context,
+                "answers": {"text": [answer], "answer_start": [start]},
+            }
+        )
+    return records

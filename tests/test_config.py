@@ -71,7 +71,7 @@ def test_unknown_task_lists_registered_tasks(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
         match=r"config\.yaml:1: task: unknown task 'clasification' \(registered: "
-        r"classification, token-classification; did you mean classification\?\)",
+        r"classification, question-answering, token-classification; did you mean classification\?\)",
     ):
         load_config(path)
 

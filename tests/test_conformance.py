@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ner_records, sentiment_records, tiny_config, write_conll, write_jsonl
+from conftest import ner_records, qa_records, sentiment_records, tiny_config, write_conll, write_jsonl
 
 import taskhead
 from taskhead.tasks import registered
@@ -38,9 +38,25 @@ def token_classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any
     return config, inputs
 
 
+def question_answering_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    data = {
+        "train": write_jsonl(tmp / "train.jsonl", qa_records(16)),
+        "eval": write_jsonl(tmp / "eval.jsonl", qa_records(4)),
+    }
+    config = tiny_config(backbone, data, tmp / "run", task="question-answering")
+    config["model"]["max_length"] = 64
+    config["task"] = {"name": "question-answering", "doc_stride": 8, "max_question_length": 16}
+    inputs = [
+        ("who won", "the team won the match"),
+        {"id": "x", "question": "what fell", "context": "the market fell"},
+    ]
+    return config, inputs
+
+
 CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
     "classification": classification_case,
     "token-classification": token_classification_case,
+    "question-answering": question_answering_case,
 }
 
 

@@ -150,6 +150,23 @@ def test_class_weights_balanced(tiny_backbone: Path, tmp_path: Path) -> None:
     assert report.task.class_weights == pytest.approx([8 / (2 * 2), 8 / (2 * 6)])  # neg, pos
 
 
+def test_multilabel_balanced_weights_are_bce_pos_weights() -> None:
+    from taskhead.config import DataConfig
+    from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
+
+    task = ClassificationTask(ClassificationOptions(multi_label=True, class_weights="balanced"))
+    gold = [["a"], ["a", "b"], [], ["a"]]
+    task.prepare(
+        {"train": [{"_where": f"m:{i}", "text": "x", "labels": g} for i, g in enumerate(gold)]}, DataConfig()
+    )
+    assert task.labels == ["a", "b"]
+    assert task.class_weights == pytest.approx([1 / 3, 3.0])  # negatives / positives
+    logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1 / 3, 3.0]))(logits, labels)
+    assert task.loss({"logits": logits}, labels) == pytest.approx(float(expected))
+
+
 def test_text_pairs(tiny_backbone: Path, tmp_path: Path) -> None:
     rows = [
         {"text": a, "text_pair": b, "label": "same" if (a in POSITIVE) == (b in POSITIVE) else "diff"}

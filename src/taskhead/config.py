@@ -51,6 +51,18 @@ class ColumnsConfig(_Section):
         description="Token classification: the words (JSON Lines: a list; default `tokens`; CoNLL: column "
         "index, default 0).",
     )
+    question: str | None = Field(
+        None, description="Question answering: the question column (default `question`)."
+    )
+    context: str | None = Field(
+        None, description="Question answering: the context column (default `context`)."
+    )
+    answers: str | None = Field(
+        None,
+        description="Question answering: the answers column (default `answers`: a list, a {text, "
+        "answer_start} mapping, or the answer text with an `answer_start` column).",
+    )
+    answer_start: str | None = Field(None, description="Question answering: the answer's character start.")
     tags: str | int | None = Field(
         None,
         description="Token classification: the tags (JSON Lines: a list, default `tags`; CoNLL: column "

@@ -55,7 +55,7 @@ def forward_outputs(
                 batch = collate([features.inputs[i] for i in idx])
                 labels = batch.pop("labels", None)
                 result = model(**{k: v.to(device) for k, v in batch.items()})
-                logits = result["logits"].float()
+                logits = _logits(result)
                 if loss_fn is not None and labels is not None:
                     loss_sum += float(loss_fn(result, labels.to(device))) * len(idx)
                     loss_count += len(idx)
@@ -79,6 +79,13 @@ def forward_outputs(
     if out is None:
         out = np.empty((0,), dtype=np.float32)
     return out, (loss_sum / loss_count if loss_count else None)
+
+
+def _logits(result: Any) -> torch.Tensor:
+    """The scores as one tensor: ``logits``, or span start and end logits as ``[batch, tokens, 2]``."""
+    if "logits" in result:
+        return result["logits"].float()
+    return torch.stack([result["start_logits"], result["end_logits"]], dim=-1).float()
 
 
 def _progress(description: str | None, total: int) -> Any:

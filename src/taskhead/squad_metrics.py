@@ -52,11 +52,13 @@ def _is_unanswerable(golds: list[str]) -> bool:
     return all(gold == "" for gold in golds)
 
 
-def _question_scores(prediction: str | None, golds: list[str]) -> tuple[float, float]:
-    """(exact match, F1) of one question: the best over its golds.
+def question_scores(prediction: str | None, golds: list[str]) -> tuple[float, float]:
+    """(exact match, F1) of one question on the 0-1 scale: the best over its golds.
 
-    A missing prediction scores 0 on an answerable question, as in ``evaluate-v1.1.py``, and counts as
-    the empty answer on an unanswerable one.
+    On an unanswerable question (golds ``[""]`` or ``[]``) both are 1.0 when the prediction normalises to
+    nothing, else 0.0 (``evaluate-v2.0.py``); use this rather than ``f1(prediction, "")``, which follows
+    v1.1 and is 0.0. A missing prediction (None) scores 0 on an answerable question, as in
+    ``evaluate-v1.1.py``, and counts as the empty answer on an unanswerable one.
     """
     if _is_unanswerable(golds):
         score = float(normalize_answer(prediction or "") == "")
@@ -100,7 +102,7 @@ def squad_scores(predictions: Mapping[str, str], gold: Mapping[str, list[str]]) 
     """
     if not gold:
         raise ValueError("gold: no questions, expected at least one question id with its gold answers")
-    scores = {qid: _question_scores(predictions.get(qid), list(golds)) for qid, golds in gold.items()}
+    scores = {qid: question_scores(predictions.get(qid), list(golds)) for qid, golds in gold.items()}
     result = _averages(scores.values())
     result["missing"] = sum(qid not in predictions for qid in gold)
     no_answer = {qid for qid, golds in gold.items() if _is_unanswerable(list(golds))}

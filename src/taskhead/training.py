@@ -98,6 +98,7 @@ def encode_split(
             merged.example_index += [start + i for i in part.example_index]
             merged.truncated += part.truncated
             merged.windowed += part.windowed
+            merged.lost += part.lost
             merged.meta += part.meta
             bar.update(len(examples[start : start + chunk]))
     return merged
@@ -172,6 +173,12 @@ def train(
             warn(
                 f"{name}: {f.truncated} of {len(splits[name])} examples are longer than model.max_length="
                 f"{cfg.model.max_length} and were truncated (task.long_texts=sliding_window avoids that)"
+            )
+        if f.lost:
+            warn(
+                f"{name}: the target of {f.lost} of {len(splits[name])} examples fits in no window of "
+                f"model.max_length={cfg.model.max_length} tokens (e.g. an answer longer than a window); "
+                f"they train as 'no answer' in every window"
             )
 
     set_seed(cfg.train.seed)  # before the head is created, so that a rerun starts from the same weights

@@ -10,8 +10,9 @@ import torch
 class PadCollator:
     """Pads ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (right side) and batches ``labels``.
 
-    Labels: an int per example (classes), a float list per example (multi-label vectors, stacked), or an
-    int list per example with one label per token (padded with -100, which the loss ignores).
+    Labels: an int per example (classes); a float list per example (multi-label vectors, stacked); an int
+    list with one label per token (as long as ``input_ids``; padded with -100, which the loss ignores); or a
+    short int list per example (answer start and end, stacked).
     """
 
     def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
@@ -34,12 +35,14 @@ class PadCollator:
         if "labels" in features[0]:
             labels = [f["labels"] for f in features]
             first = labels[0]
-            if isinstance(first, list) and any(isinstance(x, int) for x in first):
+            per_token = isinstance(first, list) and len(first) == len(features[0]["input_ids"])
+            if per_token and any(isinstance(x, int) for x in first):
                 out = torch.full((len(features), width), -100, dtype=torch.long)
                 for i, row in enumerate(labels):
                     out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
                 batch["labels"] = out
             else:
-                dtype = torch.float32 if isinstance(first, list) else torch.long
+                floats = isinstance(first, list) and any(isinstance(x, float) for x in first)
+                dtype = torch.float32 if floats else torch.long  # int lists: several targets (span ends)
                 batch["labels"] = torch.tensor(labels, dtype=dtype)
         return batch

@@ -18,18 +18,21 @@ def read_splits(config: RunConfig, task: Task, *, require_train: bool = True) ->
     """Read every configured split; the problems of all files are reported together."""
     if require_train and config.data.train is None:
         raise ConfigError("data.train: missing; expected the path of the training data file")
+    from tqdm.auto import tqdm
+
     splits: dict[str, list[Example]] = {}
     problems: list[str] = []
     total = 0
-    for name in SPLITS:
-        path = getattr(config.data, name)
-        if path is None:
-            continue
-        try:
-            splits[name] = task.read(path, config.data, labelled=True)
-        except DataError as exc:
-            problems += exc.problems
-            total += exc.total
+    named = [(name, getattr(config.data, name)) for name in SPLITS if getattr(config.data, name) is not None]
+    with tqdm(total=len(named), desc="reading", unit="file", leave=False, disable=None) as bar:
+        for name, path in named:
+            bar.set_postfix_str(Path(path).name)
+            try:
+                splits[name] = task.read(path, config.data, labelled=True)
+            except DataError as exc:
+                problems += exc.problems
+                total += exc.total
+            bar.update(1)
     if problems:
         raise DataError(problems, total=total)
     return splits

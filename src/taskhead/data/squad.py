@@ -113,7 +113,7 @@ def _span(
     """One checked answer ``(text, start)``, or None after reporting its problems.
 
     An answer text with surrounding whitespace is accepted, stripped and with its start moved, when the
-    stripped text is at the offset (SQuAD train has a few such answers).
+    stripped text is at the offset (a few SQuAD answers have such whitespace).
     """
     text = None
     if isinstance(text_value, str) and not text_value.strip():
@@ -129,10 +129,8 @@ def _span(
             f"(the context has {len(context)} characters), found {start}"
         )
         return None
-    if context.startswith(text, start):
-        return text, start
     stripped = text.strip()
-    for moved in (start + len(text) - len(text.lstrip()), start):
+    for moved in (start + len(text) - len(text.lstrip()), start):  # past leading whitespace, or at start
         if context.startswith(stripped, moved):
             return stripped, moved
     found = context[start : start + len(text)]

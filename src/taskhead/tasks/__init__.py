@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "classification": "taskhead.tasks.classification:ClassificationTask",
     "token-classification": "taskhead.tasks.token_classification:TokenClassificationTask",
+    "question-answering": "taskhead.tasks.question_answering:QuestionAnsweringTask",
 }
 
 

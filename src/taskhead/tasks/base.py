@@ -29,6 +29,7 @@ class Features:
     example_index: list[int]  # for each feature, the index of the example it came from
     truncated: int = 0  # examples whose text did not fit in max_length
     windowed: int = 0  # examples split into several windows
+    lost: int = 0  # labelled examples whose target no feature holds (an answer that fits in no window)
     meta: list[Any] = field(default_factory=list)  # per feature, task data the model does not see (or empty)
 
     def lengths(self) -> list[int]:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from taskhead.config import DataConfig, ModelConfig
 
 
+MAX_POS_WEIGHT = 100.0
+
+
 class ClassificationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -33,7 +36,9 @@ class ClassificationOptions(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold.")
     tune_thresholds: bool = Field(False, description="Tune one threshold per label on the eval set.")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
-        None, description="Loss weights per class: `balanced` (inverse frequency) or a mapping label: weight."
+        None,
+        description="Loss weights per class: `balanced` (inverse frequency; multi-label: BCE pos_weight = "
+        "negatives / positives, at most 100) or a mapping label: weight (multi-label: pos_weight).",
     )
     long_texts: Literal["truncate", "sliding_window"] = Field(
         "truncate", description="Texts over max_length: truncate (counted) or windows with averaged logits."
@@ -183,6 +188,12 @@ class ClassificationTask:
         cw = self.options.class_weights
         if cw is None:
             self.class_weights = None
+        elif cw == "balanced" and self.options.multi_label:
+            # BCE pos_weight: negatives / positives per label (capped), so rare labels are not drowned out
+            self.class_weights = [
+                min((n - counts.get(lbl, 0)) / max(counts.get(lbl, 0), 1), MAX_POS_WEIGHT)
+                for lbl in self.labels
+            ]
         elif cw == "balanced":
             k = len(self.labels)
             self.class_weights = [n / (k * max(counts.get(lbl, 0), 1)) for lbl in self.labels]
@@ -331,7 +342,10 @@ class ClassificationTask:
 
         logits = outputs["logits"].float()
         if self.options.multi_label:
-            total = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum")
+            pos_weight = logits.new_tensor(self.class_weights) if self.class_weights is not None else None
+            total = F.binary_cross_entropy_with_logits(
+                logits, labels.float(), pos_weight=pos_weight, reduction="sum"
+            )
             return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
         weight = None
         if self.class_weights is not None:
