@@ -213,3 +213,102 @@ def qa_records(n: int = 16) -> list[dict]:
             }
         )
     return records
+
+
+GEN_PAIRS = [
+    ("good movie", "pos"),
+    ("bad movie", "neg"),
+    ("great film", "pos"),
+    ("awful plot", "neg"),
+    ("happy story", "pos"),
+    ("sad story", "neg"),
+]
+
+
+def generation_records(n: int = 12) -> list[dict]:
+    return [{"id": f"g{i}", "source": s, "target": t} for i, (s, t) in enumerate(GEN_PAIRS * (n // 6 + 1))][
+        :n
+    ]
+
+
+def _train_tokenizer(directory: Path, *, post_eos: bool) -> object:
+    """A tiny word-level tokenizer trained on the test words with `tokenizers`, saved with the model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(
+        [" ".join([*WORDS, "pos", "neg", "question", "context", ":"])],
+        trainers.WordLevelTrainer(special_tokens=specials),
+    )
+    if post_eos:
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 3)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.save_pretrained(directory)
+    return fast
+
+
+def _build_generation_backbone(kind: str, directory: Path) -> Path:
+    import torch
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        GPT2Config,
+        GPT2LMHeadModel,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(directory, post_eos=kind != "gpt2")
+    vocab = len(tokenizer)
+    torch.manual_seed(0)
+    if kind == "t5":
+        config = T5Config(
+            vocab_size=vocab,
+            d_model=16,
+            d_ff=32,
+            d_kv=8,
+            num_layers=1,
+            num_decoder_layers=1,
+            num_heads=2,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        )
+        model = T5ForConditionalGeneration(config)
+    elif kind == "bart":
+        config = BartConfig(
+            vocab_size=vocab,
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            decoder_start_token_id=3,
+            forced_eos_token_id=None,
+        )
+        model = BartForConditionalGeneration(config)
+    else:
+        config = GPT2Config(
+            vocab_size=vocab, n_embd=16, n_layer=1, n_head=2, n_positions=64, bos_token_id=2, eos_token_id=3
+        )
+        model = GPT2LMHeadModel(config)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_generators(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-generators")
+    return {kind: _build_generation_backbone(kind, root / kind) for kind in ("t5", "bart", "gpt2")}

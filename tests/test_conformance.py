@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ner_records, qa_records, sentiment_records, tiny_config, write_conll, write_jsonl
+from conftest import (
+    generation_records,
+    ner_records,
+    qa_records,
+    sentiment_records,
+    tiny_config,
+    write_conll,
+    write_jsonl,
+)
 
 import taskhead
 from taskhead.tasks import registered
@@ -53,10 +61,20 @@ def question_answering_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]
     return config, inputs
 
 
+def generation_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    data = {
+        "train": write_jsonl(tmp / "train.jsonl", generation_records(12)),
+        "eval": write_jsonl(tmp / "eval.jsonl", generation_records(6)),
+    }
+    config = tiny_config(backbone, data, tmp / "run", task={"name": "generation", "max_new_tokens": 5})
+    return config, ["good movie", {"id": "x", "source": "awful plot"}]  # warm start from the tiny encoder
+
+
 CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
     "classification": classification_case,
     "token-classification": token_classification_case,
     "question-answering": question_answering_case,
+    "generation": generation_case,
 }
 
 

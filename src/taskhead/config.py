@@ -51,6 +51,12 @@ class ColumnsConfig(_Section):
         description="Token classification: the words (JSON Lines: a list; default `tokens`; CoNLL: column "
         "index, default 0).",
     )
+    source: str | int | None = Field(
+        None, description="Generation: the source text column (default `source`)."
+    )
+    target: str | int | None = Field(
+        None, description="Generation: the target column (default `target`; a list for several references)."
+    )
     question: str | None = Field(
         None, description="Question answering: the question column (default `question`)."
     )

@@ -137,8 +137,11 @@ class Predictor:
         from taskhead.data.collate import PadCollator
 
         features = self.task.encode(examples, self.tokenizer, self.config.model)
-        collate = PadCollator(self.tokenizer.pad_token_id)
-        outputs, _ = forward_outputs(
+        collate = PadCollator(
+            self.tokenizer.pad_token_id, sequence_labels=getattr(self.task, "sequence_labels", False)
+        )
+        run = getattr(self.task, "run_outputs", None) or forward_outputs
+        outputs, _ = run(
             self.model,
             features,
             collate,

@@ -120,8 +120,10 @@ class TaskheadTrainer(Trainer):
         )
 
     def run_split(self, examples: list[Example], features: Features, *, progress: str | None = None) -> Any:
-        """Outputs of the current model for a split, in input order, and the mean loss."""
-        return forward_outputs(
+        """Outputs of the current model for a split, in input order, and the mean loss. A task with its own
+        ``run_outputs`` (generation: generated token ids instead of logits) runs it instead."""
+        run = getattr(self.task, "run_outputs", None) or forward_outputs
+        return run(
             self.model,
             features,
             self.data_collator,

@@ -170,15 +170,17 @@ def train(
     print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
     for name, f in features.items():
         if f.truncated:
+            hint = (
+                " (task.long_texts=sliding_window avoids that)" if hasattr(task.options, "long_texts") else ""
+            )
             warn(
                 f"{name}: {f.truncated} of {len(splits[name])} examples are longer than model.max_length="
-                f"{cfg.model.max_length} and were truncated (task.long_texts=sliding_window avoids that)"
+                f"{cfg.model.max_length} and were truncated{hint}"
             )
         if f.lost:
+            what = getattr(task, "lost_message", "{n} of {total} examples have a target no feature holds")
             warn(
-                f"{name}: the target of {f.lost} of {len(splits[name])} examples fits in no window of "
-                f"model.max_length={cfg.model.max_length} tokens (e.g. an answer longer than a window); "
-                f"they train as 'no answer' in every window"
+                f"{name}: " + what.format(n=f.lost, total=len(splits[name]), max_length=cfg.model.max_length)
             )
 
     set_seed(cfg.train.seed)  # before the head is created, so that a rerun starts from the same weights
@@ -211,10 +213,12 @@ def train(
         train_dataset=ListDataset(features["train"].inputs),
         eval_dataset=ListDataset(features["eval"].inputs) if has_eval else None,
         data_collator=PadCollator(
-            tokenizer.pad_token_id, pad_to_multiple_of=8 if device.type == "cuda" else None
+            tokenizer.pad_token_id,
+            pad_to_multiple_of=8 if device.type == "cuda" else None,
+            sequence_labels=getattr(task, "sequence_labels", False),
         ),
         processing_class=tokenizer,
-        compute_loss_func=task.loss,
+        compute_loss_func=None if getattr(task, "model_computes_loss", False) else task.loss,
         callbacks=callbacks,
         task=task,
         train_features=features["train"],

@@ -15,9 +15,12 @@ class PadCollator:
     short int list per example (answer start and end, stacked).
     """
 
-    def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(
+        self, pad_token_id: int, *, pad_to_multiple_of: int | None = None, sequence_labels: bool = False
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.multiple = pad_to_multiple_of
+        self.sequence_labels = sequence_labels  # labels are a token sequence of their own length (seq2seq)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -35,6 +38,15 @@ class PadCollator:
         if "labels" in features[0]:
             labels = [f["labels"] for f in features]
             first = labels[0]
+            if self.sequence_labels:
+                longest = max(len(row) for row in labels)
+                if self.multiple:
+                    longest = -(-longest // self.multiple) * self.multiple
+                out = torch.full((len(features), longest), -100, dtype=torch.long)
+                for i, row in enumerate(labels):
+                    out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+                batch["labels"] = out
+                return batch
             per_token = isinstance(first, list) and len(first) == len(features[0]["input_ids"])
             if per_token and any(isinstance(x, int) for x in first):
                 out = torch.full((len(features), width), -100, dtype=torch.long)

@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "classification": "taskhead.tasks.classification:ClassificationTask",
     "token-classification": "taskhead.tasks.token_classification:TokenClassificationTask",
     "question-answering": "taskhead.tasks.question_answering:QuestionAnsweringTask",
+    "generation": "taskhead.tasks.generation:GenerationTask",
 }
 
 

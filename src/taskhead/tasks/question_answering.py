@@ -53,6 +53,10 @@ class QuestionAnsweringOptions(BaseModel):
 class QuestionAnsweringTask:
     name: ClassVar[str] = "question-answering"
     Options: ClassVar[type[BaseModel]] = QuestionAnsweringOptions
+    lost_message: ClassVar[str] = (
+        "the answer of {n} of {total} questions fits in no window of model.max_length={max_length} tokens "
+        "(an answer longer than a window); they train as 'no answer' in every window"
+    )
 
     def __init__(
         self,

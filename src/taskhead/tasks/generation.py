@@ -1,0 +1,460 @@
+"""Text generation: encoder-decoder and decoder-only models that write text token by token.
+
+Three model families, chosen from the backbone (``architecture: auto``) or by name:
+- ``encoder-decoder``: any sequence-to-sequence model of transformers (T5, BART, Marian, ...);
+- ``warm-start``: an encoder-only backbone (the default MiniLM) warm-starts both halves of an
+  ``EncoderDecoderModel`` (cross-attention added, weights optionally tied) — the offline default;
+- ``decoder-only``: any causal language model, trained on prompt + completion with the loss masked on the
+  prompt (``train_on_prompt`` to keep it).
+
+Training uses the model's own loss (labels shifted inside the model). Evaluation and prediction generate
+with the configured decoding settings and an explicit ``max_new_tokens``; metrics are ROUGE, BLEU and chrF
+on detokenized text against every reference (SQuAD EM/F1 too for abstractive QA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskhead.errors import ConfigError, DataError
+from taskhead.tasks.base import Example, Features, SplitSummary
+
+if TYPE_CHECKING:
+    import torch
+
+    from taskhead.config import DataConfig, ModelConfig
+
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class GenerationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["generation"] = "generation"
+    architecture: Literal["auto", "encoder-decoder", "warm-start", "decoder-only"] = Field(
+        "auto",
+        description="`auto`: seq2seq backbones as they are, causal LMs decoder-only, encoders warm-start.",
+    )
+    tie_encoder_decoder: bool = Field(False, description="Warm start: share the encoder and decoder weights.")
+    max_target_length: int = Field(
+        128, ge=1, description="Target tokens kept for training (longer: counted)."
+    )
+    prompt_template: str = Field("{source}\n", description="Decoder-only: the prompt before the completion.")
+    train_on_prompt: bool = Field(False, description="Decoder-only: also train on the prompt tokens.")
+    qa_template: str = Field(
+        "question: {question} context: {context}", description="Input of abstractive QA from a SQuAD file."
+    )
+    parallel: tuple[str, str] | None = Field(
+        None,
+        description="Parallel text files: [source suffix, target suffix], e.g. [en, de] for train.en/.de.",
+    )
+    max_new_tokens: int = Field(64, ge=1, description="Longest generated text, in tokens.")
+    min_new_tokens: int = Field(0, ge=0)
+    num_beams: int = Field(1, ge=1, description="Beam search width (1: greedy or sampling).")
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    early_stopping: bool = False
+    do_sample: bool = Field(False, description="Sample instead of greedy/beam search.")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = Field(None, description="Sampling seed (reproducible samples).")
+
+
+class GenerationTask:
+    name: ClassVar[str] = "generation"
+    Options: ClassVar[type[BaseModel]] = GenerationOptions
+    sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
+    model_computes_loss: ClassVar[bool] = True  # the model shifts labels itself (decoder inputs)
+    lost_message: ClassVar[str] = (
+        "{n} of {total} targets are longer than task.max_target_length and were cut for training"
+    )
+
+    def __init__(
+        self, options: GenerationOptions, *, architecture: str | None = None, qa: bool = False, **_: Any
+    ) -> None:
+        self.options = options
+        self.architecture = architecture
+        self.qa = qa
+        self.labels: list[str] = []
+        self.tokenizer: Any = None
+
+    @property
+    def default_metric(self) -> str:
+        return "rougeL"
+
+    @property
+    def causal(self) -> bool:
+        return self.architecture == "decoder-only"
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
+        from taskhead.data import seq2seq
+
+        fmt, spec = data.format, str(path)
+        suffix = Path(spec).suffix.lower()
+        if self.options.parallel is not None and fmt in ("auto", "text"):
+            src, tgt = self.options.parallel
+            stem = spec[: -len(src) - 1] if spec.endswith(f".{src}") else spec
+            pairs = seq2seq.read_parallel(
+                f"{stem}.{src}",
+                f"{stem}.{tgt}" if labelled else None,
+                labelled=labelled,
+                encoding=data.encoding,
+                max_errors=data.max_errors,
+            )
+        elif fmt in ("auto", "jsonl") and suffix == ".json" and _is_squad(path, data.encoding):
+            self.qa = True
+            pairs, skipped = seq2seq.pairs_from_squad(
+                path,
+                template=self.options.qa_template,
+                labelled=labelled,
+                encoding=data.encoding,
+                max_errors=data.max_errors,
+            )
+            if skipped:
+                from taskhead.console import warn
+
+                warn(
+                    f"{path}: {skipped} unanswerable questions skipped (abstractive QA needs an answer text)"
+                )
+        elif not labelled and spec == "-" and fmt == "auto":  # standard input: JSON Lines or text lines
+            from taskhead.data.readers import read_table
+
+            column = str(data.columns.source or "source")
+            table = read_table("-", "auto", text_column=column)
+            return [
+                self.to_example(
+                    {"source": row.values.get(column), "id": row.values.get("id")}, table.loc(row)
+                )
+                for row in table.rows
+            ]
+        elif not labelled and (fmt == "text" or (fmt == "auto" and suffix == ".txt")):
+            from taskhead.data.readers import read_text_source
+
+            lines = read_text_source(path, data.encoding).split("\n")
+            return [
+                {"_where": f"{path}:{n}", "source": line} for n, line in enumerate(lines, 1) if line.strip()
+            ]
+        else:
+            cols = data.columns
+            pairs = seq2seq.read_pairs(
+                path,
+                "auto" if fmt == "auto" else fmt,
+                source=str(cols.source or "source"),
+                target=str(cols.target or "target"),
+                labelled=labelled,
+                header=data.header,
+                encoding=data.encoding,
+                quoting=data.quoting,
+                reference_delimiter=None,  # several references: a JSON Lines list
+                max_errors=data.max_errors,
+                id_column=str(cols.id or "id"),
+            )
+        examples = []
+        for p in pairs:
+            ex: Example = {"_where": p.where, "source": p.source}
+            if p.id is not None:
+                ex["id"] = p.id
+            if labelled:
+                ex["targets"] = list(p.targets)
+            examples.append(ex)
+        return examples
+
+    def to_example(self, record: Any, where: str) -> Example:
+        if isinstance(record, str):
+            record = {"source": record}
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("source"), str)
+            or not record["source"].strip()
+        ):
+            raise DataError([f"{where}: expected a non-empty source text (a string or a dict with 'source')"])
+        ex: Example = {"_where": where, "source": record["source"]}
+        if record.get("id") is not None:
+            ex["id"] = record["id"]
+        return ex
+
+    def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
+        return []
+
+    def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
+        refs = sum(len(ex.get("targets", [])) for ex in examples)
+        dist = {"references": refs} if refs else {}
+        return SplitSummary(name, len(examples), features.truncated if features else 0, 0, dist)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _resolve_architecture(self, backbone: str, model: ModelConfig) -> str:
+        if self.architecture is not None:
+            return self.architecture
+        if self.options.architecture != "auto":
+            return self.options.architecture
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(backbone, trust_remote_code=model.trust_remote_code)
+        if getattr(config, "is_encoder_decoder", False):
+            return "encoder-decoder"
+        if any(a.endswith(CAUSAL_SUFFIXES) for a in getattr(config, "architectures", None) or []):
+            return "decoder-only"
+        return "warm-start"
+
+    def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
+        self.tokenizer = tokenizer
+        if self.architecture is None:
+            from taskhead.backbones import resolve_backbone
+
+            self.architecture = self._resolve_architecture(str(resolve_backbone(model.backbone)), model)
+        limit = self.options.max_target_length
+        labelled = bool(examples) and "targets" in examples[0]
+        inputs, meta, cut_sources, cut_targets = [], [], 0, 0
+        if self.causal:
+            eos = tokenizer.eos_token_id
+            prompts = [self.options.prompt_template.format(source=ex["source"]) for ex in examples]
+            p_enc = tokenizer(prompts, truncation=False, verbose=False)["input_ids"]
+            t_enc = (
+                tokenizer([ex["targets"][0] for ex in examples], add_special_tokens=False, verbose=False)[
+                    "input_ids"
+                ]
+                if labelled
+                else [[] for _ in examples]
+            )
+            room = model.max_length
+            for prompt, target in zip(p_enc, t_enc, strict=True):
+                if len(target) + 1 > limit:
+                    cut_targets += 1
+                    target = target[: limit - 1]
+                target = [*target, eos] if labelled else []
+                if len(prompt) + len(target) > room:
+                    cut_sources += 1
+                    prompt = prompt[
+                        -max(room - len(target), 1) :
+                    ]  # keep the prompt's end, next to the answer
+                ids = prompt + target
+                item: dict[str, Any] = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+                if labelled:
+                    item["labels"] = (
+                        prompt if self.options.train_on_prompt else [-100] * len(prompt)
+                    ) + target
+                inputs.append(item)
+                meta.append(len(prompt))
+        else:
+            enc = tokenizer([ex["source"] for ex in examples], truncation=False, verbose=False)
+            keys = [k for k in ("input_ids", "attention_mask") if k in enc]
+            targets = (
+                tokenizer(text_target=[ex["targets"][0] for ex in examples], verbose=False)["input_ids"]
+                if labelled
+                else None
+            )
+            for i in range(len(examples)):
+                item = {k: enc[k][i][: model.max_length] for k in keys}
+                if len(enc["input_ids"][i]) > model.max_length:
+                    cut_sources += 1
+                    item["input_ids"][-1] = enc["input_ids"][i][-1]  # keep the closing special token
+                if targets is not None:
+                    ids = list(targets[i])
+                    if self.architecture == "warm-start" and ids and ids[0] == tokenizer.cls_token_id:
+                        ids = ids[1:]  # the decoder starts from [CLS]; it learns the text and [SEP]
+                    if len(ids) > limit:
+                        cut_targets += 1
+                        ids = [*ids[: limit - 1], ids[-1]]
+                    item["labels"] = ids
+                inputs.append(item)
+                meta.append(0)
+        return Features(
+            inputs, list(range(len(examples))), truncated=cut_sources, lost=cut_targets, meta=meta
+        )
+
+    # ------------------------------------------------------------------ model
+
+    def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
+
+        self.architecture = self._resolve_architecture(backbone, model)
+        common = {"trust_remote_code": model.trust_remote_code}
+        if self.architecture == "warm-start":
+            if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+                raise ConfigError(
+                    "task.architecture: warm-start needs a tokenizer with [CLS] and [SEP] tokens "
+                    "(BERT-style); use a sequence-to-sequence or causal backbone instead"
+                )
+            net = EncoderDecoderModel.from_encoder_decoder_pretrained(
+                backbone, backbone, tie_encoder_decoder=self.options.tie_encoder_decoder
+            )
+            net.config.decoder_start_token_id = tokenizer.cls_token_id
+            net.config.eos_token_id = tokenizer.sep_token_id
+            net.config.pad_token_id = tokenizer.pad_token_id
+            net.config.vocab_size = net.config.decoder.vocab_size
+        elif self.architecture == "encoder-decoder":
+            net = AutoModelForSeq2SeqLM.from_pretrained(backbone, **common)
+        else:
+            net = AutoModelForCausalLM.from_pretrained(backbone, **common)
+            net.config.pad_token_id = tokenizer.pad_token_id
+        if len(tokenizer) > net.get_input_embeddings().num_embeddings:
+            net.resize_token_embeddings(len(tokenizer))
+        return net
+
+    def save_model(self, model: torch.nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory)  # type: ignore[operator]
+
+    def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        auto = AutoModelForCausalLM if self.causal else AutoModelForSeq2SeqLM
+        return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code)
+
+    def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        """Token cross-entropy, shifted for causal models (their logits predict the next token)."""
+        import torch.nn.functional as F
+
+        logits = outputs["logits"].float()
+        if self.causal:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum().clamp(min=1)
+        return total / count
+
+    # ------------------------------------------------------------------ generation
+
+    def generation_config(self, model: Any) -> Any:
+        from transformers import GenerationConfig
+
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": o.max_new_tokens,
+            "min_new_tokens": o.min_new_tokens,
+            "num_beams": o.num_beams,
+            "length_penalty": o.length_penalty,
+            "no_repeat_ngram_size": o.no_repeat_ngram_size,
+            "early_stopping": o.early_stopping,
+            "do_sample": o.do_sample,
+            "pad_token_id": model.config.pad_token_id,
+            "eos_token_id": model.config.eos_token_id,
+        }
+        if o.do_sample:
+            kwargs.update(temperature=o.temperature, top_k=o.top_k, top_p=o.top_p)
+        start = getattr(model.config, "decoder_start_token_id", None)
+        if start is not None:
+            kwargs["decoder_start_token_id"] = start
+        return GenerationConfig(**kwargs)
+
+    def run_outputs(
+        self,
+        model: torch.nn.Module,
+        features: Features,
+        collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        *,
+        batch_size: int,
+        device: torch.device,
+        precision: str = "fp32",
+        loss_fn: Any = None,
+        progress: str | None = None,
+    ) -> tuple[list[np.ndarray], float | None]:
+        """Generated token ids per feature (input order) and the mean teacher-forced loss when labelled."""
+        import torch
+
+        from taskhead.devices import autocast_context
+        from taskhead.inference import _progress, length_sorted_batches
+
+        n = len(features.inputs)
+        generated: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
+        loss_sum, loss_count = 0.0, 0
+        config = self.generation_config(model)
+        pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        was_training = model.training
+        model.eval()
+        if self.options.do_sample and self.options.seed is not None:
+            torch.manual_seed(self.options.seed)
+        bar = _progress(progress, n)
+        try:
+            with torch.inference_mode(), autocast_context(device, precision):
+                for idx in length_sorted_batches(features.lengths(), batch_size):
+                    items = [features.inputs[i] for i in idx]
+                    if "labels" in items[0]:
+                        batch = {k: v.to(device) for k, v in collate(items).items()}
+                        tokens = int((batch["labels"] != -100).sum())
+                        loss_sum += float(model(**batch).loss) * tokens
+                        loss_count += tokens
+                    prompts = [
+                        f["input_ids"][: features.meta[i]] if self.causal else f["input_ids"]
+                        for f, i in zip(items, idx, strict=True)
+                    ]
+                    width = max(len(p) for p in prompts)
+                    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+                    for j, p in enumerate(prompts):  # decoder-only prompts are padded on the left
+                        if self.causal:
+                            ids[j, width - len(p) :], mask[j, width - len(p) :] = torch.as_tensor(p), 1
+                        else:
+                            ids[j, : len(p)], mask[j, : len(p)] = torch.as_tensor(p), 1
+                    out = model.generate(  # type: ignore[operator]
+                        input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+                    )
+                    out = out[:, width:] if self.causal else out
+                    for j, i in enumerate(idx):
+                        generated[i] = out[j].cpu().numpy()
+                    if bar is not None:
+                        bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+            model.train(was_training)
+        return generated, (loss_sum / loss_count if loss_count else None)
+
+    def decode(
+        self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        texts = self.tokenizer.batch_decode([list(map(int, o)) for o in outputs], skip_special_tokens=True)
+        predictions = []
+        for ex, text in zip(examples, texts, strict=True):
+            pred: dict[str, Any] = {"id": ex["id"]} if "id" in ex else {}
+            pred["generated"] = text.strip()
+            predictions.append(pred)
+        return predictions
+
+    def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
+        from taskhead.generation_metrics import bleu, rouge
+
+        hyps = [p["generated"] for p in predictions]
+        refs = [ex["targets"] for ex in examples]
+        metrics: dict[str, Any] = {**rouge(hyps, refs), **bleu(hyps, refs)}
+        if self.qa:
+            from taskhead.squad_metrics import squad_scores
+
+            keys = [str(k) for k in range(len(examples))]
+            qa = squad_scores(dict(zip(keys, hyps, strict=True)), dict(zip(keys, refs, strict=True)))
+            metrics.update(exact_match=qa["exact_match"], f1=qa["f1"])
+        return metrics
+
+    def fit_on_eval(self, outputs: Any, features: Features, examples: list[Example]) -> dict[str, Any]:
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "qa": self.qa}
+
+    def model_card(self) -> str:
+        o = self.options
+        mode = (
+            "sampling"
+            if o.do_sample
+            else (f"beam search ({o.num_beams} beams)" if o.num_beams > 1 else "greedy")
+        )
+        lines = [
+            f"- Text generation, {self.architecture} model; decoding: {mode}, "
+            f"max_new_tokens {o.max_new_tokens}"
+        ]
+        auto = "AutoModelForCausalLM" if self.causal else "AutoModelForSeq2SeqLM"
+        lines.append(f"- `model/` loads with transformers' `{auto}.from_pretrained('RUN_DIR/model')`")
+        return "\n".join(lines)
+
+
+def _is_squad(path: str | Path, encoding: str) -> bool:
+    from taskhead.data.squad import is_squad_json
+
+    return str(path) != "-" and is_squad_json(path, encoding)
