@@ -2,8 +2,11 @@
 
 The source is the abstract (a list of sentences, joined), the references every TLDR of the paper. Both
 runs generate greedily with max_new_tokens 32 on the first 200 test papers. "Untrained" is the same warm
-start after a single step at learning rate 1e-9: the cross-attention is new, so it writes noise. Figures
-measured here are in FIGURES (2 CPU cores, seed 42).
+start after a single step at learning rate 1e-9: the cross-attention is new, so it writes noise.
+
+Measured here (2 CPU cores, seed 42, about 4.5 minutes): untrained ROUGE-1 0.40 / ROUGE-2 0.00 / ROUGE-L 0.40;
+after 1 epoch on the 1,992 training papers (lr 1e-4, batch 16, source max_length 256): ROUGE-1 20.16,
+ROUGE-2 5.69, ROUGE-L 19.17, BLEU 1.26.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from conftest import shared_dataset
 import taskhead
 
 pytestmark = pytest.mark.slow
-
-FIGURES = "trained 1 epoch on 1,992 papers: ROUGE-1 see the assertion message; untrained: see below"
 
 
 def run(tmp: Path, name: str, train: dict) -> dict:
@@ -38,4 +39,5 @@ def run(tmp: Path, name: str, train: dict) -> dict:
 def test_scitldr_warm_started_minilm_learns_to_summarize(tmp_path: Path) -> None:
     untrained = run(tmp_path, "untrained", {"max_steps": 1, "learning_rate": 1e-9})
     trained = run(tmp_path, "trained", {"epochs": 1, "learning_rate": 1e-4})
-    assert trained["rouge1"] >= 20 and trained["rouge1"] >= untrained["rouge1"] + 10, (trained, untrained)
+    assert untrained["rouge1"] < 5, untrained
+    assert trained["rouge1"] >= 15 and trained["rouge2"] >= 3, (trained, untrained)

@@ -72,7 +72,8 @@ class GenerationTask:
     sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
     model_computes_loss: ClassVar[bool] = True  # the model shifts labels itself (decoder inputs)
     lost_message: ClassVar[str] = (
-        "{n} of {total} targets are longer than task.max_target_length and were cut for training"
+        "{n} of {total} targets are longer than task.max_target_length and were cut for the loss "
+        "(metrics use the whole references)"
     )
 
     def __init__(
