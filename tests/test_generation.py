@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,15 @@ def test_each_architecture_trains_and_generates(
     meta = json.loads((run.run_dir / "taskhead.json").read_text())
     expected = "decoder-only" if kind == "gpt2" else "encoder-decoder"
     assert meta["task_state"]["architecture"] == expected
-    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "loss"):
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "loss", "perplexity"):
         assert key in run.metrics["eval"], key
     predictor = taskhead.load(run.run_dir)
     first = predictor.predict(["good movie", {"id": "x", "source": "bad movie"}])
     assert [set(p) for p in first] == [{"generated"}, {"id", "generated"}]
     assert predictor.predict(["good movie", {"id": "x", "source": "bad movie"}]) == first
+    scored = predictor.evaluate(tmp_path / "eval.jsonl")
+    assert scored["perplexity"] == pytest.approx(math.exp(scored["loss"]))
+    assert scored["rougeL"] == pytest.approx(run.metrics["eval"]["rougeL"])
 
 
 def test_warm_start_from_an_encoder(tiny_backbone: Path, tmp_path: Path) -> None:

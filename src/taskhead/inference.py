@@ -133,7 +133,9 @@ class Predictor:
     def labels(self) -> list[str]:
         return list(getattr(self.task, "labels", []))
 
-    def _run(self, examples: list[Example]) -> tuple[np.ndarray | list[np.ndarray], Features]:
+    def _run(
+        self, examples: list[Example], *, with_loss: bool = False
+    ) -> tuple[np.ndarray | list[np.ndarray], Features, float | None]:
         from taskhead.data.collate import PadCollator
 
         features = self.task.encode(examples, self.tokenizer, self.config.model)
@@ -141,21 +143,22 @@ class Predictor:
             self.tokenizer.pad_token_id, sequence_labels=getattr(self.task, "sequence_labels", False)
         )
         run = getattr(self.task, "run_outputs", None) or forward_outputs
-        outputs, _ = run(
+        outputs, loss = run(
             self.model,
             features,
             collate,
             batch_size=self.batch_size,
             device=self.device,
             precision=self.precision,
+            loss_fn=self.task.loss if with_loss else None,
             progress="predicting" if self.progress else None,
         )
-        return outputs, features
+        return outputs, features, loss
 
     def predict_examples(self, examples: list[Example]) -> list[dict[str, Any]]:
         if not examples:
             return []
-        outputs, features = self._run(examples)
+        outputs, features, _ = self._run(examples)
         return self.task.decode(outputs, features, examples)
 
     def predict(self, inputs: Sequence[Any] | str) -> list[dict[str, Any]]:
@@ -173,5 +176,19 @@ class Predictor:
         """Metrics on a labelled data file (or already-read examples)."""
         examples = self.read(data, labelled=True) if isinstance(data, (str, Path)) else data
         self.task.prepare({"eval": examples}, self.config.data)  # checks labels against the saved set
-        predictions = self.predict_examples(examples)
-        return self.task.score(predictions, examples)
+        if not examples:
+            return {}
+        outputs, features, loss = self._run(examples, with_loss=True)
+        metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
+        return add_loss(metrics, loss, self.task)
+
+
+def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:
+    """The mean loss of a labelled split, and its perplexity for tasks that report one (language models)."""
+    if loss is not None:
+        metrics["loss"] = loss
+        if getattr(task, "reports_perplexity", False):
+            from taskhead.generation_metrics import perplexity
+
+            metrics["perplexity"] = perplexity(loss)
+    return metrics

@@ -160,6 +160,7 @@ def train(
     from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
     from taskhead.data.collate import PadCollator
     from taskhead.devices import resolve_device, resolve_precision
+    from taskhead.inference import add_loss
     from taskhead.trainer import ListDataset, TaskheadTrainer, route_logs_to_stderr, training_arguments
 
     backbone = resolve_backbone(cfg.model.backbone)
@@ -245,8 +246,7 @@ def train(
         if name == "eval":
             tuned = task.fit_on_eval(outputs, features[name], splits[name])
         metrics[name] = task.score(task.decode(outputs, features[name], splits[name]), splits[name])
-        if loss is not None:
-            metrics[name]["loss"] = loss
+        add_loss(metrics[name], loss, task)
     if tuned:
         metrics["tuned_on_eval"] = tuned
     metrics["history"] = trainer.state.log_history

@@ -71,6 +71,7 @@ class GenerationTask:
     Options: ClassVar[type[BaseModel]] = GenerationOptions
     sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
     model_computes_loss: ClassVar[bool] = True  # the model shifts labels itself (decoder inputs)
+    reports_perplexity: ClassVar[bool] = True  # exp of the mean target-token loss, next to the loss
     lost_message: ClassVar[str] = (
         "{n} of {total} targets are longer than task.max_target_length and were cut for the loss "
         "(metrics use the whole references)"
