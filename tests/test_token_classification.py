@@ -341,3 +341,51 @@ def test_cli_round_trip(tiny_backbone: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {bad}:2: ")
     assert "Traceback" not in result.stderr
+
+
+def _tiny_roberta(directory: Path) -> Path:
+    """A tiny RoBERTa backbone with a byte-level BPE tokenizer trained on the NER words."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    directory.mkdir(parents=True)
+    bpe = ByteLevelBPETokenizer()
+    text = [" ".join(r["tokens"]) for r in ner_records(24)]
+    bpe.train_from_iterator(text, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(directory))
+    vocab = json.loads((directory / "vocab.json").read_text())
+    merges = [tuple(line.split()) for line in (directory / "merges.txt").read_text().splitlines()[1:] if line]
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=80,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    RobertaModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_byte_level_bpe_backbone_gets_prefix_spaces(tmp_path: Path) -> None:
+    backbone = _tiny_roberta(tmp_path / "roberta")
+    data = {"train": write_conll(tmp_path / "train.conll", ner_records(24))}
+    config = tiny_config(
+        backbone, data, tmp_path / "run", task="token-classification", train={"max_steps": 2}
+    )
+    run = taskhead.train(config, quiet=True)
+    predictor = taskhead.load(run.run_dir)
+    assert predictor.tokenizer.add_prefix_space is True  # saved with the run
+    enc = predictor.tokenizer([["alice", "won"]], is_split_into_words=True)
+    pieces = predictor.tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+    firsts = [
+        pieces[p] for p, w in enumerate(enc.word_ids(0)) if w is not None and enc.word_ids(0)[p - 1] != w
+    ]
+    assert all(piece.startswith("\u0120") for piece in firsts), pieces  # each word starts with its space
+    (pred,) = predictor.predict([["alice", "won", "in", "paris"]])
+    assert len(pred["tags"]) == 4

@@ -104,10 +104,14 @@ def encode_split(
     return merged
 
 
-def _load_tokenizer(backbone: str, config: RunConfig) -> Any:
+def _load_tokenizer(backbone: str, config: RunConfig, task: Task) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=config.model.trust_remote_code)
+    remote = config.model.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote)
+    if getattr(task, "pretokenized", False) and getattr(tokenizer, "add_prefix_space", None) is False:
+        # byte-level BPE (RoBERTa, GPT-2): words given one by one need their leading space, as in pretraining
+        tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote, add_prefix_space=True)
     if config.model.special_tokens:
         tokenizer.add_special_tokens(
             {"extra_special_tokens": list(config.model.special_tokens)}, replace_extra_special_tokens=False
@@ -166,7 +170,7 @@ def train(
     backbone = resolve_backbone(cfg.model.backbone)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(device, cfg.train.bf16, cfg.train.fp16)
-    tokenizer = _load_tokenizer(backbone, cfg)
+    tokenizer = _load_tokenizer(backbone, cfg, task)
     features = {name: encode_split(task, ex, tokenizer, cfg, name) for name, ex in splits.items()}
     print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
     for name, f in features.items():

@@ -121,6 +121,7 @@ def _label_sort_key(tag: str) -> tuple[int, str, int]:
 class TokenClassificationTask:
     name: ClassVar[str] = "token-classification"
     Options: ClassVar[type[BaseModel]] = TokenClassificationOptions
+    pretokenized: ClassVar[bool] = True  # input is words: byte-level BPE tokenizers get add_prefix_space
 
     def __init__(
         self,
