@@ -188,3 +188,18 @@ def test_cli_round_trip_and_plain_transformers_load(tiny_backbone: Path, tmp_pat
     from transformers import AutoModelForQuestionAnswering
 
     assert AutoModelForQuestionAnswering.from_pretrained(tmp_path / "run" / "model") is not None
+
+
+def test_long_questions_are_cut_and_counted(tokenizer) -> None:
+    long_question = {
+        **example("the team won the match", "the team"),
+        "question": "who " + "was very good " * 10,
+    }
+    task = make_task()  # max_question_length 8
+    features = task.encode(
+        [long_question, example("the team won", "the team")], tokenizer, ModelConfig(max_length=64)
+    )
+    assert features.truncated == 1
+    first = features.inputs[0]["input_ids"]
+    question_tokens = first[1 : first.index(tokenizer.sep_token_id)]
+    assert len(question_tokens) == 8

@@ -48,7 +48,7 @@ def forward_outputs(
     was_training = model.training
     model.eval()
     batches = list(length_sorted_batches(features.lengths(), batch_size))
-    bar = _progress(progress, n)
+    bar = progress_bar(progress, n)
     try:
         with torch.inference_mode(), autocast_context(device, precision):
             for idx in batches:
@@ -88,7 +88,7 @@ def _logits(result: Any) -> torch.Tensor:
     return torch.stack([result["start_logits"], result["end_logits"]], dim=-1).float()
 
 
-def _progress(description: str | None, total: int) -> Any:
+def progress_bar(description: str | None, total: int) -> Any:
     if description is None:
         return None
     from tqdm.auto import tqdm

@@ -17,6 +17,32 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 HEAD_FILE = "head.safetensors"
 
 
+def fit_embeddings(net: Any, tokenizer: Any) -> Any:
+    """Resize the input embeddings when the tokenizer grew (extra special tokens); returns ``net``."""
+    if len(tokenizer) > net.get_input_embeddings().num_embeddings:
+        net.resize_token_embeddings(len(tokenizer))
+    return net
+
+
+def no_classification_head(model: Any, task: str) -> None:
+    """Pooling and a hidden head layer are classification settings; set for another task, a config error."""
+    from taskhead.errors import ConfigError
+
+    if model.pooling != "cls" or model.head_hidden_size is not None:
+        setting = "model.pooling" if model.pooling != "cls" else "model.head_hidden_size"
+        raise ConfigError(f"{setting}: applies to classification only; {task} uses the standard head")
+
+
+def standard_head(
+    auto_class: Any, backbone: str, model: Any, tokenizer: Any, task: str, **kwargs: Any
+) -> Any:
+    """The backbone with transformers' own head for a task (``AutoModelFor...``), embeddings fitted to the
+    tokenizer (after ``no_classification_head``)."""
+    no_classification_head(model, task)
+    net = auto_class.from_pretrained(backbone, trust_remote_code=model.trust_remote_code, **kwargs)
+    return fit_embeddings(net, tokenizer)
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """Pool token vectors (batch, seq, dim) into one vector per sequence, ignoring padding."""
     if how == "cls":

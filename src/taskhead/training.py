@@ -16,6 +16,11 @@ from taskhead.rundir import FORMAT_VERSION, META_FILE, atomic_write_json, atomic
 from taskhead.tasks.base import Example, Features, Task
 
 CHECKPOINTS = "checkpoints"
+DEFAULT_MESSAGES = {
+    "truncated_message": "{n} of {total} examples are longer than model.max_length={max_length} and were "
+    "truncated",
+    "lost_message": "{n} of {total} examples have a target that no encoded feature holds",
+}
 
 
 @dataclass
@@ -174,19 +179,13 @@ def train(
     features = {name: encode_split(task, ex, tokenizer, cfg, name) for name, ex in splits.items()}
     print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
     for name, f in features.items():
-        if f.truncated:
-            hint = (
-                " (task.long_texts=sliding_window avoids that)" if hasattr(task.options, "long_texts") else ""
-            )
-            warn(
-                f"{name}: {f.truncated} of {len(splits[name])} examples are longer than model.max_length="
-                f"{cfg.model.max_length} and were truncated{hint}"
-            )
-        if f.lost:
-            what = getattr(task, "lost_message", "{n} of {total} examples have a target no feature holds")
-            warn(
-                f"{name}: " + what.format(n=f.lost, total=len(splits[name]), max_length=cfg.model.max_length)
-            )
+        for count, message in ((f.truncated, "truncated_message"), (f.lost, "lost_message")):
+            if count:  # each task words its own warning; the counts come from its encode()
+                text = getattr(task, message, DEFAULT_MESSAGES[message])
+                warn(
+                    f"{name}: "
+                    + text.format(n=count, total=len(splits[name]), max_length=cfg.model.max_length)
+                )
 
     set_seed(cfg.train.seed)  # before the head is created, so that a rerun starts from the same weights
     with quiet_loading():

@@ -55,6 +55,10 @@ def _sorted_labels(labels: set[str]) -> list[str]:
 class ClassificationTask:
     name: ClassVar[str] = "classification"
     Options: ClassVar[type[BaseModel]] = ClassificationOptions
+    truncated_message: ClassVar[str] = (
+        "{n} of {total} examples are longer than model.max_length={max_length} and were truncated "
+        "(task.long_texts=sliding_window avoids that)"
+    )
 
     def __init__(
         self,
@@ -308,9 +312,9 @@ class ClassificationTask:
                 hidden_size=model.head_hidden_size,
                 dropout=dropout,
             )
-        embeddings = net.get_input_embeddings() if self.standard_head else net.encoder.get_input_embeddings()
-        if len(tokenizer) != embeddings.num_embeddings:
-            (net if self.standard_head else net.encoder).resize_token_embeddings(len(tokenizer))
+        from taskhead.modeling import fit_embeddings
+
+        fit_embeddings(net if self.standard_head else net.encoder, tokenizer)
         return net
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:

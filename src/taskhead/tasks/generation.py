@@ -278,6 +278,9 @@ class GenerationTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
 
+        from taskhead.modeling import no_classification_head
+
+        no_classification_head(model, "generation")
         self.architecture = self._resolve_architecture(backbone, model)
         common = {"trust_remote_code": model.trust_remote_code}
         if self.architecture == "warm-start":
@@ -298,9 +301,9 @@ class GenerationTask:
         else:
             net = AutoModelForCausalLM.from_pretrained(backbone, **common)
             net.config.pad_token_id = tokenizer.pad_token_id
-        if len(tokenizer) > net.get_input_embeddings().num_embeddings:
-            net.resize_token_embeddings(len(tokenizer))
-        return net
+        from taskhead.modeling import fit_embeddings
+
+        return fit_embeddings(net, tokenizer)
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)  # type: ignore[operator]
@@ -362,7 +365,7 @@ class GenerationTask:
         import torch
 
         from taskhead.devices import autocast_context
-        from taskhead.inference import _progress, length_sorted_batches
+        from taskhead.inference import length_sorted_batches, progress_bar
 
         n = len(features.inputs)
         generated: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
@@ -373,7 +376,7 @@ class GenerationTask:
         model.eval()
         if self.options.do_sample and self.options.seed is not None:
             torch.manual_seed(self.options.seed)
-        bar = _progress(progress, n)
+        bar = progress_bar(progress, n)
         try:
             with torch.inference_mode(), autocast_context(device, precision):
                 for idx in length_sorted_batches(features.lengths(), batch_size):

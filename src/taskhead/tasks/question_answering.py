@@ -53,6 +53,9 @@ class QuestionAnsweringOptions(BaseModel):
 class QuestionAnsweringTask:
     name: ClassVar[str] = "question-answering"
     Options: ClassVar[type[BaseModel]] = QuestionAnsweringOptions
+    truncated_message: ClassVar[str] = (
+        "{n} of {total} questions are longer than task.max_question_length tokens and were cut to it"
+    )
     lost_message: ClassVar[str] = (
         "the answer of {n} of {total} questions fits in no window of model.max_length={max_length} tokens "
         "(an answer longer than a window); they train as 'no answer' in every window"
@@ -170,17 +173,25 @@ class QuestionAnsweringTask:
             dist = {"answerable": len(labelled) - impossible}
             if impossible:
                 dist["no answer"] = impossible
-        return SplitSummary(name, len(examples), 0, features.windowed if features else 0, dist)
+        return SplitSummary(
+            name,
+            len(examples),
+            features.truncated if features else 0,
+            features.windowed if features else 0,
+            dist,
+        )
 
     # ------------------------------------------------------------------ encoding
 
-    def _cut_questions(self, questions: list[str], tokenizer: Any) -> list[str]:
+    def _cut_questions(self, questions: list[str], tokenizer: Any) -> tuple[list[str], int]:
+        """Questions cut to ``max_question_length`` tokens, and how many were cut."""
         limit = self.options.max_question_length
         enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        return [
+        cut = [
             q if len(ids) <= limit else q[: enc["offset_mapping"][i][limit - 1][1]]
             for i, (q, ids) in enumerate(zip(questions, enc["input_ids"], strict=True))
         ]
+        return cut, sum(1 for ids in enc["input_ids"] if len(ids) > limit)
 
     def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
         if not getattr(tokenizer, "is_fast", False):
@@ -202,7 +213,7 @@ class QuestionAnsweringTask:
                 f"model.max_length={model.max_length} and max_question_length="
                 f"{self.options.max_question_length}; use a doc_stride below {max(room, 1)}"
             )
-        questions = self._cut_questions([ex["question"].lstrip() for ex in examples], tokenizer)
+        questions, cut = self._cut_questions([ex["question"].lstrip() for ex in examples], tokenizer)
         enc = tokenizer(
             questions,
             [ex["context"] for ex in examples],
@@ -239,7 +250,8 @@ class QuestionAnsweringTask:
             for i, ex in enumerate(examples)
             if ex.get("answers") and not ex.get("is_impossible") and not found[i]
         )
-        return Features(inputs, list(owners), windowed=sum(1 for n in windows if n > 1), lost=lost, meta=meta)
+        windowed = sum(1 for n in windows if n > 1)
+        return Features(inputs, list(owners), truncated=cut, windowed=windowed, lost=lost, meta=meta)
 
     @staticmethod
     def _answer_tokens(ex: Example, offsets: list[tuple[int, int] | None]) -> tuple[int, int] | None:
@@ -260,15 +272,9 @@ class QuestionAnsweringTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
-        if model.pooling != "cls" or model.head_hidden_size is not None:
-            setting = "model.pooling" if model.pooling != "cls" else "model.head_hidden_size"
-            raise ConfigError(f"{setting}: applies to classification; question answering scores every token")
-        net = AutoModelForQuestionAnswering.from_pretrained(
-            backbone, trust_remote_code=model.trust_remote_code
-        )
-        if len(tokenizer) != net.get_input_embeddings().num_embeddings:
-            net.resize_token_embeddings(len(tokenizer))
-        return net
+        from taskhead.modeling import standard_head
+
+        return standard_head(AutoModelForQuestionAnswering, backbone, model, tokenizer, "question answering")
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)  # type: ignore[operator]

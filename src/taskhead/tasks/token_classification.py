@@ -155,8 +155,13 @@ class TokenClassificationTask:
         if str(path) == "-" or suffix == ".txt":
             if labelled and suffix == ".txt":
                 return "conll"
-            head = read_text_source(path, data.encoding)[:20000] if str(path) != "-" else ""
-            return "conll" if _looks_like_conll(head) else "sniff" if str(path) == "-" else "text"
+            if str(path) == "-":
+                return "sniff"
+            if not Path(str(path)).is_file():
+                read_text_source(path, data.encoding)  # raises the one-line "file not found" error
+            with open(path, "rb") as fh:  # the sniff needs only the start of the file
+                head = fh.read(20000).decode(data.encoding, errors="replace")
+            return "conll" if _looks_like_conll(head) else "text"
         return detect_format(path, data.format)
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
@@ -481,21 +486,20 @@ class TokenClassificationTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        if model.pooling != "cls" or model.head_hidden_size is not None:
-            setting = "model.pooling" if model.pooling != "cls" else "model.head_hidden_size"
-            raise ConfigError(f"{setting}: applies to classification; token classification tags every token")
+        from taskhead.modeling import standard_head
+
         extra = {"classifier_dropout": model.head_dropout} if model.head_dropout is not None else {}
-        net = AutoModelForTokenClassification.from_pretrained(
+        return standard_head(
+            AutoModelForTokenClassification,
             backbone,
+            model,
+            tokenizer,
+            "token classification",
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id={tag: i for i, tag in enumerate(self.labels)},
-            trust_remote_code=model.trust_remote_code,
             **extra,
         )
-        if len(tokenizer) != net.get_input_embeddings().num_embeddings:
-            net.resize_token_embeddings(len(tokenizer))
-        return net
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)  # type: ignore[operator]
