@@ -312,3 +312,99 @@ def _build_generation_backbone(kind: str, directory: Path) -> Path:
 def tiny_generators(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-generators")
     return {kind: _build_generation_backbone(kind, root / kind) for kind in ("t5", "bart", "gpt2")}
+
+
+def tiny_run_config(task: str, backbone: Path, tmp: Path) -> dict:
+    """A config for a finished tiny run of ``task`` (classification, token-classification,
+    question-answering, embedding or generation) on the tiny data above; output in ``tmp / "run"``."""
+    if task == "classification":
+        data = {
+            "train": write_jsonl(tmp / "train.jsonl", sentiment_records(3)),
+            "eval": write_jsonl(tmp / "eval.jsonl", sentiment_records(1)),
+        }
+        return tiny_config(backbone, data, tmp / "run")
+    if task == "token-classification":
+        data = {
+            "train": write_conll(tmp / "train.conll", ner_records(24)),
+            "eval": write_jsonl(tmp / "eval.jsonl", ner_records(6)),
+        }
+        return tiny_config(backbone, data, tmp / "run", task="token-classification")
+    if task == "question-answering":
+        data = {
+            "train": write_jsonl(tmp / "train.jsonl", qa_records(16)),
+            "eval": write_jsonl(tmp / "eval.jsonl", qa_records(4)),
+        }
+        config = tiny_config(backbone, data, tmp / "run")
+        config["model"]["max_length"] = 64
+        config["task"] = {"name": "question-answering", "doc_stride": 8, "max_question_length": 16}
+        return config
+    if task == "embedding":
+        pairs = [(a, b, 4.0) for a, b in zip(POSITIVE[::2], POSITIVE[1::2], strict=True)]
+        pairs += [(a, b, 0.5) for a, b in zip(POSITIVE, NEGATIVE, strict=True)]
+        rows = [{"text": a, "text_pair": b, "score": score} for a, b, score in pairs]
+        data = {"train": write_jsonl(tmp / "train.jsonl", rows)}  # scored pairs (0-5): CoSENT
+        data["eval"] = data["train"]
+        return tiny_config(backbone, data, tmp / "run", task="embedding")
+    if task == "generation":
+        data = {
+            "train": write_jsonl(tmp / "train.jsonl", generation_records(12)),
+            "eval": write_jsonl(tmp / "eval.jsonl", generation_records(6)),
+        }
+        config = tiny_config(backbone, data, tmp / "run", task={"name": "generation", "max_new_tokens": 5})
+        config["train"]["max_steps"] = 2
+        return config
+    raise ValueError(f"no tiny run config for task {task!r}")
+
+
+class TinyRuns:
+    """``runs[task] -> run directory``: a finished tiny run per task, trained on first use."""
+
+    def __init__(self, backbone: Path, factory: pytest.TempPathFactory) -> None:
+        self.backbone, self.factory = backbone, factory
+        self.runs: dict[str, Path] = {}
+
+    def __getitem__(self, task: str) -> Path:
+        if task not in self.runs:
+            import taskhead
+
+            config = tiny_run_config(task, self.backbone, self.factory.mktemp(f"run-{task}"))
+            self.runs[task] = taskhead.train(config, quiet=True).run_dir
+        return self.runs[task]
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    """Finished tiny runs of each task, trained once per session (serving and export tests)."""
+    return TinyRuns(tiny_backbone, tmp_path_factory)
+
+
+def _build_sentence_model(backbone: Path, directory: Path) -> Path:
+    """A sentence-transformers model (mean pooling + normalize) over the tiny BERT, saved with .save()."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    body = Transformer(str(backbone), max_seq_length=64)
+    model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean"), Normalize()])
+    model.save(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_model(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_sentence_model(tiny_backbone, tmp_path_factory.mktemp("tiny-st") / "model")
+
+
+def assert_close(got: object, expected: object, tol: float) -> None:
+    """Equal structure, labels and texts; numbers within ``tol``."""
+    if isinstance(expected, dict):
+        assert set(got) == set(expected)
+        for key in expected:
+            assert_close(got[key], expected[key], tol)
+    elif isinstance(expected, list):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            assert_close(g, e, tol)
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=tol)
+    else:
+        assert got == expected

@@ -71,7 +71,8 @@ def test_unknown_task_lists_registered_tasks(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
         match=r"config\.yaml:1: task: unknown task 'clasification' \(registered: "
-        r"classification, generation, question-answering, token-classification; did you mean "
+        r"classification, embedding, generation, language-modeling, question-answering, "
+        r"token-classification; did you mean "
         r"classification\?\)",
     ):
         load_config(path)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from conftest import (
+    NEGATIVE,
+    POSITIVE,
     generation_records,
     ner_records,
     qa_records,
@@ -70,11 +72,30 @@ def generation_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
     return config, ["good movie", {"id": "x", "source": "awful plot"}]  # warm start from the tiny encoder
 
 
+def language_modeling_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    text = tmp / "train.txt"
+    text.write_text("\n".join(r["text"] for r in sentiment_records(2)) + "\n", encoding="utf-8")
+    config = tiny_config(backbone, {"train": text, "eval": text}, tmp / "run", task="language-modeling")
+    return config, ["good [MASK]", {"id": "x", "text": "a [MASK] plot"}]  # masked LM: fill the masks
+
+
+def embedding_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    pairs = [(a, b, 4.0) for a, b in zip(POSITIVE[::2], POSITIVE[1::2], strict=True)]
+    pairs += [(a, b, 0.5) for a, b in zip(POSITIVE, NEGATIVE, strict=True)]
+    rows = [{"text": a, "text_pair": b, "score": score} for a, b, score in pairs]
+    data = {"train": write_jsonl(tmp / "train.jsonl", rows)}  # scored pairs (0-5): CoSENT
+    data["eval"] = data["train"]
+    config = tiny_config(backbone, data, tmp / "run", task="embedding")
+    return config, ["good movie", ("good movie", "bad film"), {"id": "x", "text": "awful plot"}]
+
+
 CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
     "classification": classification_case,
     "token-classification": token_classification_case,
     "question-answering": question_answering_case,
     "generation": generation_case,
+    "embedding": embedding_case,
+    "language-modeling": language_modeling_case,
 }
 
 

@@ -215,3 +215,15 @@ def test_default_model_is_plain_transformers(tiny_backbone: Path, sentiment_data
         scores = {d["label"]: d["score"] for d in theirs}
         assert max(scores, key=scores.get) == pred["label"]
         assert scores == pytest.approx(pred["scores"], abs=1e-5)
+
+
+def test_max_minutes_stops_training_and_says_so(
+    tiny_backbone: Path, sentiment_data: dict, tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_backbone, sentiment_data, tmp_path / "run", train={"max_steps": 40})
+    config["train"]["max_minutes"] = 1e-6  # spent after the first step
+    run = taskhead.train(config, quiet=True)
+    assert run.metrics["train"]["stopped_by_max_minutes"] is True
+    steps = [h["step"] for h in run.metrics["history"] if "loss" in h]
+    assert steps == [1]
+    assert "accuracy" in run.metrics["eval"]  # scored and saved as usual

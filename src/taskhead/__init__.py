@@ -14,6 +14,7 @@ __all__ = [
     "BackboneError",
     "ConfigError",
     "DataError",
+    "Index",
     "Predictor",
     "Run",
     "RunConfig",
@@ -38,6 +39,7 @@ _LAZY = {
     "DataError": "taskhead.errors",
     "BackboneError": "taskhead.errors",
     "RunDirError": "taskhead.errors",
+    "Index": "taskhead.retrieval.index",
 }
 
 if TYPE_CHECKING:
@@ -45,11 +47,18 @@ if TYPE_CHECKING:
     from taskhead.data.splits import validate
     from taskhead.errors import BackboneError, ConfigError, DataError, RunDirError, TaskheadError
     from taskhead.inference import Predictor
+    from taskhead.retrieval.index import Index
     from taskhead.training import Run, train
 
 
 def load(run_dir: Any, **kwargs: Any) -> Predictor:
-    """Load a finished run directory as a Predictor (``.predict(texts)``, ``.evaluate(data)``)."""
+    """Load a finished run directory as a Predictor (``.predict(texts)``, ``.evaluate(data)``).
+
+    Keyword arguments go to ``Predictor``: ``device``, ``batch_size``, ``precision`` (``fp32``, ``bf16``,
+    ``fp16``, or ``auto``: bf16 where the device runs it natively), ``progress``, and ``backend="onnx"``
+    to run the forward pass with ONNX Runtime on the CPU from ``taskhead export RUN --format onnx``
+    (``onnx_variant="fp32"`` or ``"int8"``, ``onnx_dir`` when the export is not in ``RUN/onnx``).
+    """
     from taskhead.inference import Predictor
 
     return Predictor(run_dir, **kwargs)

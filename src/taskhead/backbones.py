@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from taskhead.errors import BackboneError
 
@@ -37,7 +38,14 @@ def resolve_backbone(name: str) -> str:
     key = name.lower()
     if key in ALIASES:
         return str(_alias_dir(key))
+    if key == "scratch":
+        raise BackboneError(
+            "model.backbone: 'scratch' is built by `taskhead train` from the training data "
+            "(model.scratch settings); to reuse one, point model.backbone at RUN_DIR/scratch or RUN_DIR"
+        )
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "taskhead.json").is_file() and (path / "model" / "config.json").is_file():
+        return str(path / "model")  # a finished run: its model (e.g. a language-modeling run) is the backbone
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BackboneError(
@@ -48,6 +56,14 @@ def resolve_backbone(name: str) -> str:
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise BackboneError(f"model.backbone: {name}: directory not found")
     return _resolve_hub_id(name)
+
+
+def backbone_dir(tokenizer: Any, model: Any) -> str:
+    """The directory a tokenizer was loaded from (a scratch model's too), else ``model.backbone``'s."""
+    name = getattr(tokenizer, "name_or_path", "")
+    if name and Path(name).is_dir():
+        return str(name)
+    return resolve_backbone(model.backbone)
 
 
 def _resolve_hub_id(name: str) -> str:

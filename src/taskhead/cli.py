@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
+
+EXTENSIONS = (
+    # modules with ``register(subparsers) -> {command: handler}``; they must not import torch at import time
+    "taskhead.retrieval.cli",
+    "taskhead.serving.cli",
+    "taskhead.export",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of output_dir")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel training in N processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)",
+    )
 
     v = sub.add_parser("validate", help="check a config and every data file without loading a model")
     v.add_argument("config")
@@ -54,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
         help="input format (default: from the extension; stdin: JSON Lines or text)",
     )
     _inference_options(r)
+    for module in EXTENSIONS:  # index / search / mine / serve / export: each module adds its own commands
+        try:
+            extension = import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # not part of this installation
+            raise
+        COMMANDS.update(extension.register(sub))
     return p
 
 
@@ -63,9 +87,16 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="autocast precision for the forward pass",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="autocast precision for the forward pass (auto: bf16 where the device runs it natively)",
     )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="forward pass engine: torch, or ONNX Runtime on `taskhead export` output (CPU)",
+    )
+    p.add_argument("--onnx-variant", default="fp32", choices=["fp32", "int8"], help="with --backend onnx")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -83,18 +114,41 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        from taskhead.distributed import launch
+
+        return launch(args.nproc, _without_nproc(sys.argv[1:]))
     from taskhead.training import train
 
     run = train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
-    print(f"run directory: {run.run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run directory: {run.run_dir}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
 
 
 def _predictor(args: argparse.Namespace) -> Any:
     from taskhead.inference import Predictor
 
     return Predictor(
-        args.run_dir, device=args.device, batch_size=args.batch_size, precision=args.precision, progress=True
+        args.run_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        progress=True,
+        backend=args.backend,
+        onnx_variant=args.onnx_variant,
     )
 
 
@@ -128,7 +182,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Any] = {
     "train": _cmd_train,
     "validate": _cmd_validate,
     "evaluate": _cmd_evaluate,

@@ -20,8 +20,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ScratchConfig(_Section):
+    """``model.backbone: scratch``: a new model of this architecture with a tokenizer trained on the data."""
+
+    architecture: str = Field(
+        "bert", description="transformers model_type: bert, roberta (encoders), gpt2, llama, t5, bart, ..."
+    )
+    tokenizer: Literal["wordpiece", "bpe", "unigram"] = Field(
+        "wordpiece", description="Tokenizer model trained on the training texts (byte-level for `bpe`)."
+    )
+    vocab_size: int = Field(8000, ge=100, description="Tokenizer vocabulary size (an upper bound).")
+    min_frequency: int = Field(2, ge=1, description="WordPiece/BPE: least count of a merged token.")
+    lowercase: bool = Field(False, description="Lower-case the text before tokenizing (metrics are cased).")
+    hidden_size: int = Field(256, ge=8)
+    num_layers: int = Field(4, ge=1, description="Layers (each of encoder and decoder for seq2seq).")
+    num_heads: int = Field(4, ge=1)
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Further settings of the architecture's config (overrides)."
+    )
+
+
 class ModelConfig(_Section):
-    backbone: str = Field("minilm", description="`minilm` (bundled), a local model directory, or a hub id.")
+    backbone: str = Field(
+        "minilm",
+        description="`minilm` (bundled), a local model directory, a run directory, a hub id, or `scratch`.",
+    )
+    scratch: ScratchConfig | None = Field(
+        None, description="The new model when backbone is `scratch` (null: the ScratchConfig defaults)."
+    )
     pooling: Literal["cls", "mean", "max"] = Field("cls", description="How token vectors become one vector.")
     max_length: int = Field(128, ge=8, le=16384, description="Maximum tokens per input (pair included).")
     special_tokens: list[str] = Field(
@@ -74,6 +100,21 @@ class ColumnsConfig(_Section):
         description="Token classification: the tags (JSON Lines: a list, default `tags`; CoNLL: column "
         "index, default -1 = last; CoNLL-U: `upos` (default) or `xpos`).",
     )
+    anchor: str | int | None = Field(
+        None, description="Embedding: the first text (default `anchor` when present, else `text`)."
+    )
+    positive: str | int | None = Field(
+        None,
+        description="Embedding: the second text, a positive or the other text of a scored/labelled pair "
+        "(default `positive` when present, else `text_pair`).",
+    )
+    negative: str | int | list[str | int] | None = Field(
+        None,
+        description="Embedding: hard-negative column(s) (default: `negative`, `negative_2`, ... if present).",
+    )
+    score: str | int | None = Field(
+        None, description="Embedding: the similarity score of a pair (default `score` when present)."
+    )
 
 
 class DataConfig(_Section):
@@ -101,6 +142,12 @@ class TrainConfig(_Section):
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Stop training after this many minutes (then score and save as usual); the learning-rate "
+        "schedule still spans epochs/max_steps.",
     )
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
@@ -11,9 +12,15 @@ from rich.table import Table
 from taskhead.tasks.base import SplitSummary
 
 
+def process_rank() -> int:
+    """This process's rank in a multi-process run (torchrun sets RANK); 0 when alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @cache
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    # in a multi-process run only rank 0 talks: the other ranks would repeat every line
+    return Console(stderr=True, highlight=False, soft_wrap=True, quiet=process_rank() > 0)
 
 
 def info(message: str) -> None:
@@ -45,4 +52,4 @@ def summary_table(summaries: list[SplitSummary], max_labels: int = 12, *, encode
 
 
 def print_table(table: Any, *, stdout: bool = False) -> None:
-    (Console(highlight=False) if stdout else err_console()).print(table)
+    (Console(highlight=False, quiet=process_rank() > 0) if stdout else err_console()).print(table)

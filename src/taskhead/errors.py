@@ -45,3 +45,20 @@ def located(path: object, where: str | int | None, field: str | None, message: s
         parts.append(f"{field}")
     parts.append(message)
     return ": ".join(parts)
+
+
+class UnsafeWeightsError(RunDirError):
+    """A model directory whose weights could only be loaded from pickle files (``*.bin``, ``*.pt``)."""
+
+
+class ExportError(TaskheadError):
+    """A run that cannot be exported, or an ONNX export that is missing, stale or does not match PyTorch."""
+
+
+class RetrievalError(TaskheadError):
+    """A problem with an embedding index or a retrieval request: missing or damaged index files, duplicate
+    document ids, a model that cannot embed, a search argument out of range."""
+
+
+class IndexMismatchError(RetrievalError):
+    """A model whose embeddings do not fit an index: another dimension or another normalization."""

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from taskhead.devices import autocast_context, resolve_device
+from taskhead.devices import autocast_context, bf16_supported, resolve_device
+from taskhead.errors import ConfigError
 from taskhead.tasks.base import Example, Features
 
 
@@ -96,6 +97,22 @@ def progress_bar(description: str | None, total: int) -> Any:
     return tqdm(total=total, desc=description, unit="ex", leave=False, disable=None)
 
 
+def inference_precision(device: torch.device, precision: str, backend: str = "torch") -> str:
+    """``fp32`` / ``bf16`` / ``fp16`` for a forward pass; ``auto`` is bf16 where the device runs it natively
+    (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32. The onnx backend computes in fp32."""
+    if precision not in ("fp32", "bf16", "fp16", "auto"):
+        raise ConfigError(f"precision: expected fp32, bf16, fp16 or auto, got {precision!r}")
+    if backend == "onnx":
+        if precision in ("bf16", "fp16"):
+            raise ConfigError(
+                f"precision: {precision} applies to the torch backend; the onnx backend runs fp32"
+            )
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
 class Predictor:
     """Loads a finished run directory and predicts, in input order, one prediction per input."""
 
@@ -107,7 +124,22 @@ class Predictor:
         batch_size: int = 64,
         precision: str = "fp32",
         progress: bool = False,
+        backend: str = "torch",
+        onnx_variant: str = "fp32",
+        onnx_dir: str | Path | None = None,
     ) -> None:
+        """Load ``run_dir``.
+
+        Args:
+            run_dir: a finished run directory.
+            device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (the onnx backend runs on the CPU).
+            batch_size: inputs per forward pass (sorted by length, padded per batch).
+            precision: ``fp32``, ``bf16``, ``fp16``, or ``auto`` (bf16 where the device runs it natively).
+            progress: show a progress bar.
+            backend: ``torch``, or ``onnx`` for ONNX Runtime on the run's ``taskhead export`` output.
+            onnx_variant: ``fp32`` or ``int8`` (exported with ``--quantize int8``).
+            onnx_dir: the export directory when it is not ``RUN_DIR/onnx``.
+        """
         from transformers import AutoTokenizer
 
         from taskhead.backbones import quiet_loading
@@ -121,12 +153,25 @@ class Predictor:
         self.task = build_task(self.config.task, **self.meta.get("task_state", {}))
         model_dir = self.run_dir / "model"
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.device = resolve_device(device)
-        with quiet_loading():
-            self.model = self.task.load_model(model_dir, self.config.model).to(self.device)
+        self.backend = backend
+        if backend == "onnx":  # ONNX Runtime on the CPU stands in for the torch module in forward_outputs
+            from taskhead.export import load_onnx_model
+
+            if device not in ("auto", "cpu"):
+                raise ConfigError(
+                    f"device: the onnx backend runs on the CPU; got {device!r} (use auto or cpu)"
+                )
+            self.device = torch.device("cpu")
+            self.model: Any = load_onnx_model(self.run_dir, onnx_dir, variant=onnx_variant)
+        elif backend == "torch":
+            self.device = resolve_device(device)
+            with quiet_loading():
+                self.model = self.task.load_model(model_dir, self.config.model).to(self.device)
+        else:
+            raise ConfigError(f"backend: expected 'torch' or 'onnx', got {backend!r}")
         self.model.eval()
         self.batch_size = batch_size
-        self.precision = precision
+        self.precision = inference_precision(self.device, precision, backend)
         self.progress = progress
 
     @property

@@ -4,12 +4,13 @@ and evaluation through taskhead's own in-order forward pass and the task's metri
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
 from taskhead.evaluation import scalar_metrics
 from taskhead.inference import forward_outputs
@@ -58,6 +59,23 @@ class ShuffledLengthGroupedSampler(torch.utils.data.Sampler[int]):
             yield from full[b]
         for batch in partial:
             yield from batch
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training at the first step end after ``seconds`` of training (``train.max_minutes``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started: float | None = None
+        self.stopped_early = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.started is not None and time.perf_counter() - self.started >= self.seconds:
+            control.should_training_stop = True
+            self.stopped_early = True
 
 
 class StderrProgressCallback(ProgressCallback):

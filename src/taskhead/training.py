@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -63,29 +64,48 @@ def _merge_overrides(overrides: list[str] | dict[str, Any] | None, keywords: dic
     return merged
 
 
-def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Check (and prepare) the run directory; returns the checkpoint to resume from.
+
+    In a multi-process run only rank 0 prepares the directory; the others only find the checkpoint.
+    """
+    from taskhead.checkpoints import last_complete
+    from taskhead.console import process_rank
+
     finished = (run_dir / META_FILE).exists()
     checkpoints = run_dir / CHECKPOINTS
     if resume:
-        if not any(checkpoints.glob("checkpoint-*")):
-            raise RunDirError(f"{run_dir}: --resume: no checkpoint in {checkpoints}; start without --resume")
-        return
+        last = last_complete(checkpoints) if process_rank() == 0 else _newest_complete(checkpoints)
+        if last is None:
+            raise RunDirError(
+                f"{run_dir}: --resume: no complete checkpoint in {checkpoints}; start without --resume"
+            )
+        return last
     if (finished or checkpoints.exists()) and not overwrite:
         what = "a finished run" if finished else "checkpoints of an unfinished run"
         raise RunDirError(
             f"{run_dir}: already holds {what}; pass --overwrite to replace it, --resume to "
             f"continue it, or choose another output_dir"
         )
+    if process_rank() > 0:
+        return None
     if overwrite:
         shutil.rmtree(checkpoints, ignore_errors=True)
         (run_dir / META_FILE).unlink(missing_ok=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise RunDirError(f"{run_dir}: output_dir is not writable ({exc.strerror})") from None
+    return None
+
+
+def _newest_complete(folder: Path) -> Path | None:
+    from taskhead.checkpoints import checkpoints, is_complete
+
+    return next((c for c in checkpoints(folder) if is_complete(c)), None)
 
 
 def encode_split(
@@ -126,6 +146,36 @@ def _load_tokenizer(backbone: str, config: RunConfig, task: Task) -> Any:
     return tokenizer
 
 
+def _backbone(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, resolve: Any) -> str:
+    """The backbone directory: resolved from ``model.backbone``, or built from the training data."""
+    if cfg.model.backbone.lower() != "scratch":
+        return str(resolve(cfg.model.backbone))
+    from taskhead import scratch
+    from taskhead.config import ScratchConfig
+
+    return scratch.build(
+        cfg.model.scratch or ScratchConfig(),
+        cfg.model,
+        splits["train"],
+        run_dir / scratch.SCRATCH_DIR,
+        seed=cfg.train.seed,
+    )
+
+
+def _collator(task: Task, tokenizer: Any, *, pad_to_multiple_of: int | None) -> Any:
+    """The training batches' collator: the task's own (masked-LM masking) or padding only."""
+    make = getattr(task, "make_collator", None)
+    if make is not None:
+        return make(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    from taskhead.data.collate import PadCollator
+
+    return PadCollator(
+        tokenizer.pad_token_id,
+        pad_to_multiple_of=pad_to_multiple_of,
+        sequence_labels=getattr(task, "sequence_labels", False),
+    )
+
+
 def _check_max_length(model: Any, config: RunConfig) -> None:
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if limit and config.model.max_length > limit:
@@ -162,17 +212,28 @@ def train(
     for w in report.warnings:
         warn(w)
     run_dir = Path(cfg.output_dir)
-    _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
+    resume_from = _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
 
     from transformers import set_seed
 
     from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
-    from taskhead.data.collate import PadCollator
+    from taskhead.console import process_rank
     from taskhead.devices import resolve_device, resolve_precision
     from taskhead.inference import add_loss
-    from taskhead.trainer import ListDataset, TaskheadTrainer, route_logs_to_stderr, training_arguments
+    from taskhead.trainer import (
+        ListDataset,
+        TaskheadTrainer,
+        TimeBudgetCallback,
+        route_logs_to_stderr,
+        training_arguments,
+    )
 
-    backbone = resolve_backbone(cfg.model.backbone)
+    if process_rank() > 0:  # the other ranks of a multi-process run show no progress bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        quiet = True
+    backbone = _backbone(cfg, splits, run_dir, resolve_backbone)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(device, cfg.train.bf16, cfg.train.fp16)
     tokenizer = _load_tokenizer(backbone, cfg, task)
@@ -211,16 +272,16 @@ def train(
         warn(
             "train.early_stopping_patience needs eval data and save_strategy equal to eval_strategy; ignored"
         )
-    trainer = TaskheadTrainer(
+    budget = TimeBudgetCallback(cfg.train.max_minutes * 60) if cfg.train.max_minutes else None
+    if budget is not None:
+        callbacks.append(budget)
+    make_trainer = getattr(task, "make_trainer", TaskheadTrainer)  # a task may bring a Trainer subclass
+    trainer = make_trainer(
         model=model,
         args=args,
         train_dataset=ListDataset(features["train"].inputs),
         eval_dataset=ListDataset(features["eval"].inputs) if has_eval else None,
-        data_collator=PadCollator(
-            tokenizer.pad_token_id,
-            pad_to_multiple_of=8 if device.type == "cuda" else None,
-            sequence_labels=getattr(task, "sequence_labels", False),
-        ),
+        data_collator=_collator(task, tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
         processing_class=tokenizer,
         compute_loss_func=None if getattr(task, "model_computes_loss", False) else task.loss,
         callbacks=callbacks,
@@ -237,10 +298,18 @@ def train(
     )
     started = time.perf_counter()
     with no_hf_progress_bars():
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics: dict[str, Any] = {
         "train": {**result.metrics, "wall_seconds": round(time.perf_counter() - started, 2)}
     }
+    if budget is not None and budget.stopped_early:
+        metrics["train"]["stopped_by_max_minutes"] = True
+        warn(
+            f"training stopped after train.max_minutes={cfg.train.max_minutes:g} "
+            f"(step {trainer.state.global_step})"
+        )
+    if not trainer.is_world_process_zero():  # multi-process run: rank 0 scores and writes the run directory
+        return Run(run_dir, cfg, metrics)
     tuned: dict[str, Any] = {}
     for name in ("eval", "test"):
         if name not in splits:
@@ -266,6 +335,7 @@ def train(
                 "precision": precision,
                 "device": device.type,
                 "best_checkpoint": trainer.state.best_model_checkpoint,
+                "world_size": trainer.args.world_size,
             },
         )
     from taskhead.evaluation import metrics_table

@@ -19,6 +19,8 @@ REGISTRY: dict[str, str] = {
     "token-classification": "taskhead.tasks.token_classification:TokenClassificationTask",
     "question-answering": "taskhead.tasks.question_answering:QuestionAnsweringTask",
     "generation": "taskhead.tasks.generation:GenerationTask",
+    "embedding": "taskhead.tasks.embedding:EmbeddingTask",
+    "language-modeling": "taskhead.tasks.language_modeling:LanguageModelingTask",
 }
 
 

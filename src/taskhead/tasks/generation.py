@@ -210,9 +210,9 @@ class GenerationTask:
     def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
         self.tokenizer = tokenizer
         if self.architecture is None:
-            from taskhead.backbones import resolve_backbone
+            from taskhead.backbones import backbone_dir
 
-            self.architecture = self._resolve_architecture(str(resolve_backbone(model.backbone)), model)
+            self.architecture = self._resolve_architecture(backbone_dir(tokenizer, model), model)
         limit = self.options.max_target_length
         labelled = bool(examples) and "targets" in examples[0]
         inputs, meta, cut_sources, cut_targets = [], [], 0, 0

@@ -1,0 +1,405 @@
+"""ONNX export of encoder runs, and the ONNX Runtime model behind ``Predictor(run, backend="onnx")``.
+
+``taskhead export RUN --format onnx [--quantize int8]`` traces the model's forward pass over the inputs the
+run's tokenizer produces (``input_ids``, ``attention_mask``, and ``token_type_ids`` where it makes them)
+with dynamic batch and sequence axes, checks ONNX Runtime's outputs against PyTorch's on synthetic
+batches, and writes ``RUN/onnx/``::
+
+    model.onnx       fp32 graph; outputs named like the torch model's (logits | start_logits, end_logits |
+                     embeddings)
+    model.int8.onnx  with --quantize int8: onnxruntime's dynamic int8 quantization of the weights
+    export.json      inputs, outputs, opset, max |onnx - torch| per variant, a fingerprint of the weights
+
+``OnnxModel`` stands in for the torch module in ``inference.forward_outputs``: collated tensors in, a dict of
+torch tensors with the torch model's output keys out (and ``embed(batch)`` for models that embed, as the
+embedding task's does), so batching, decoding and metrics are one code path for both backends. Importing
+this module imports neither torch nor onnx (the CLI lists it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskhead.errors import ExportError
+
+if TYPE_CHECKING:
+    import torch
+
+EXPORT_FILE = "export.json"
+VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("logits", "start_logits", "end_logits", "embeddings")
+OPSET = 17
+ATOL, RTOL = 1e-4, 1e-3  # fp32 ONNX against PyTorch on the check batches: |a - b| <= ATOL + RTOL * |b|
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+ENCODER_TASKS = "classification, token-classification, question-answering, embedding"
+
+
+def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add ``taskhead export`` to the CLI."""
+    p = subparsers.add_parser(
+        "export", help="export an encoder run to ONNX for fast CPU inference (ONNX Runtime)"
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
+    p.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized int8 model")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/onnx)")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
+    return {"export": _cmd_export}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.run_dir) / "onnx"
+    report = export_onnx(args.run_dir, out=out, quantize=args.quantize, opset=args.opset)
+    for variant, entry in report["variants"].items():
+        print(
+            f"{variant}: {out / entry['file']} (max |onnx - torch| {entry['max_abs_diff']:.2e} "
+            f"over {entry['checked_values']} values)"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def export_onnx(
+    run_dir: str | Path, *, out: str | Path | None = None, quantize: str | None = None, opset: int = OPSET
+) -> dict[str, Any]:
+    """Export a finished encoder run to ONNX; returns what ``export.json`` records.
+
+    Args:
+        run_dir: the run directory.
+        out: output directory (default ``RUN_DIR/onnx``); replaced as a whole, atomically.
+        quantize: ``"int8"`` to add a dynamically quantized model next to the fp32 one.
+        opset: ONNX opset version.
+
+    Raises:
+        ExportError: a generation run, a model whose outputs have none of the known names, or an fp32 graph
+            whose outputs differ from PyTorch's beyond ``ATOL`` / ``RTOL``.
+    """
+    from taskhead.inference import Predictor
+    from taskhead.rundir import atomic_write_json, replace_dir
+
+    if quantize not in (None, "int8"):
+        raise ExportError(f"quantize: expected 'int8' or none, got {quantize!r}")
+    run_dir = Path(run_dir)
+    predictor = Predictor(run_dir, device="cpu")
+    _require_encoder(run_dir, predictor)
+    model, tokenizer = predictor.model, predictor.tokenizer
+    names = [n for n in INPUT_NAMES if n in tokenizer("a", "b")]
+    shape = _Synthetic(model, tokenizer, names, predictor.config.model.max_length)
+    axes = _output_axes(model, shape, run_dir)
+    report: dict[str, Any] = {
+        "format": "onnx",
+        "task": predictor.task.name,
+        "opset": opset,
+        "inputs": names,
+        "outputs": list(axes),
+        "tolerance": {"atol": ATOL, "rtol": RTOL},
+        "weights": weights_fingerprint(run_dir / "model"),
+        "variants": {},
+        "versions": _versions(),
+    }
+
+    def fill(directory: Path) -> None:
+        fp32 = directory / VARIANTS["fp32"]
+        _trace(model, shape, axes, fp32, opset)
+        checks = shape.check_batches()
+        entry = _compare(fp32, model, checks)
+        if not entry["within_tolerance"]:
+            raise ExportError(
+                f"{run_dir}: the ONNX graph's outputs differ from PyTorch's by up to "
+                f"{entry['max_abs_diff']:.3g} (tolerance atol={ATOL}, rtol={RTOL}); the model holds "
+                f"operations the exporter does not reproduce; try another --opset"
+            )
+        report["variants"]["fp32"] = {"file": fp32.name, **entry}
+        if quantize == "int8":
+            int8 = directory / VARIANTS["int8"]
+            _quantize(fp32, int8)
+            report["variants"]["int8"] = {"file": int8.name, **_compare(int8, model, checks)}
+        atomic_write_json(directory / EXPORT_FILE, report)
+
+    replace_dir(Path(out) if out is not None else run_dir / "onnx", fill)
+    return report
+
+
+def _versions() -> dict[str, str]:
+    from taskhead.rundir import library_versions
+
+    versions = library_versions()
+    for lib in ("onnx", "onnxruntime"):
+        versions[lib] = __import__(lib).__version__
+    return versions
+
+
+def _require_encoder(run_dir: Path, predictor: Any) -> None:
+    """Refuse models that generate: one exported forward pass does not cover decoding token by token."""
+    model = predictor.model
+    config = getattr(model, "config", None)
+    can_generate = getattr(model, "can_generate", None)
+    if getattr(config, "is_encoder_decoder", False) or (callable(can_generate) and can_generate()):
+        raise ExportError(
+            f"{run_dir}: export supports encoder tasks ({ENCODER_TASKS}); this run's task "
+            f"{predictor.task.name!r} generates text token by token, which one exported forward pass does "
+            f"not cover; serve it with the PyTorch backend"
+        )
+
+
+class _Synthetic:
+    """Random token batches shaped like the run's inputs, right-padded like the collator pads them."""
+
+    def __init__(self, model: Any, tokenizer: Any, names: list[str], max_length: int) -> None:
+        self.names = names
+        self.vocab = len(tokenizer)
+        self.types = int(getattr(getattr(model, "config", None), "type_vocab_size", 1) or 1)
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.longest = min(max_length, positions or max_length, 128)
+
+    def batch(self, lengths: list[int], seed: int) -> dict[str, torch.Tensor]:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        width = max(lengths)
+        batch = {
+            "input_ids": torch.randint(0, self.vocab, (len(lengths), width), generator=gen),
+            "attention_mask": torch.zeros(len(lengths), width, dtype=torch.long),
+            "token_type_ids": torch.zeros(len(lengths), width, dtype=torch.long),
+        }
+        for row, n in enumerate(lengths):
+            batch["attention_mask"][row, :n] = 1
+            batch["input_ids"][row, n:] = 0
+            if self.types > 1:  # a second segment, as a text pair has
+                batch["token_type_ids"][row, n // 2 : n] = 1
+        return {k: batch[k] for k in self.names}
+
+    def trace_batch(self) -> dict[str, torch.Tensor]:
+        # padding in the traced batch: with a mask of all ones transformers may drop the mask from the graph
+        return self.batch([min(9, self.longest), min(6, self.longest - 1)], seed=0)
+
+    def check_batches(self) -> list[dict[str, torch.Tensor]]:
+        top = self.longest
+        return [
+            self.batch([top], seed=1),
+            self.batch([max(2, top // 4), top // 2, max(3, top // 3), 5], seed=2),
+            self.batch([top, max(2, top - 3)], seed=3),
+        ]
+
+
+def _call(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's outputs by name: the known keys of its forward's output, or ``embeddings`` from
+    ``model.embed(batch)`` for models that have one (an embedding run's forward computes a training loss)."""
+    embed = getattr(model, "embed", None)
+    if callable(embed):
+        return {"embeddings": embed(batch)}
+    result = model(**batch)
+    return {k: result[k] for k in OUTPUT_NAMES if k in result}
+
+
+def _outputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
+    with torch.inference_mode():
+        return _call(model, batch)
+
+
+def _output_axes(model: Any, shape: _Synthetic, run_dir: Path) -> dict[str, dict[int, str]]:
+    """Each output's dynamic axes: 0 is the batch; an axis that follows the input length is the sequence."""
+    short = _outputs(model, shape.batch([7, 7], seed=4))
+    long = _outputs(model, shape.batch([11, 11, 11], seed=5))
+    if not short:
+        raise ExportError(
+            f"{run_dir}: the model's outputs have none of the names export knows ({', '.join(OUTPUT_NAMES)})"
+        )
+    return {
+        name: {0: "batch", **{i: "sequence" for i in range(1, t.dim()) if t.shape[i] != long[name].shape[i]}}
+        for name, t in short.items()
+    }
+
+
+def _trace(model: Any, shape: _Synthetic, axes: dict[str, dict[int, str]], path: Path, opset: int) -> None:
+    import torch
+
+    names, outputs = shape.names, list(axes)
+
+    class Forward(torch.nn.Module):
+        """Positional tensors in (ONNX inputs have no keywords), the named outputs out, as a tuple."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            result = _call(self.model, dict(zip(names, tensors, strict=True)))
+            return tuple(result[k] for k in outputs)
+
+    batch = shape.trace_batch()
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in names} | axes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings on shape checks the check batches then verify
+        # the TorchScript exporter (dynamo=False): traces transformers' encoders offline in under a second
+        torch.onnx.export(
+            Forward().eval(),
+            tuple(batch[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _quantize(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing tip through the root logger
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _compare(path: Path, model: Any, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Max and mean |onnx - torch| over every output value of the check batches."""
+    import numpy as np
+
+    session = OnnxModel(path, threads=1)
+    worst, total, count, close = 0.0, 0.0, 0, True
+    for batch in batches:
+        expected = _outputs(model, batch)
+        got = session(**batch)
+        for name, ref in expected.items():
+            a, b = got[name].numpy(), ref.float().numpy()
+            diff = np.abs(a - b)
+            worst = max(worst, float(diff.max()))
+            total += float(diff.sum())
+            count += diff.size
+            close = close and bool(np.allclose(a, b, atol=ATOL, rtol=RTOL))
+    return {
+        "max_abs_diff": worst,
+        "mean_abs_diff": total / max(count, 1),
+        "checked_values": count,
+        "check_batches": len(batches),
+        "within_tolerance": close,
+    }
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """A cheap fingerprint of the weight files: names, sizes and four 1 MiB samples of each file."""
+    digest = hashlib.sha256()
+    chunk = 1 << 20
+    for path in sorted(p for p in model_dir.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(model_dir)}:{size}".encode())
+        with path.open("rb") as fh:
+            for offset in sorted({0, size // 3, 2 * size // 3, max(size - chunk, 0)}):
+                fh.seek(offset)
+                digest.update(fh.read(chunk))
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- runtime
+
+
+class OnnxModel:
+    """An ONNX Runtime session that ``inference.forward_outputs`` calls like the torch model.
+
+    Collated tensors in (extra keys such as ``labels`` are ignored), a dict of CPU torch tensors keyed like
+    the torch model's outputs out.
+    """
+
+    training = False
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        import torch
+
+        options = ort.SessionOptions()
+        # the same number of threads as torch would use (OMP_NUM_THREADS, else the physical cores)
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def train(self, mode: bool = True) -> OnnxModel:
+        """Inference only: ``forward_outputs`` restores the previous mode, which is always eval."""
+        return self
+
+    def to(self, device: Any) -> OnnxModel:
+        return self
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sentence embeddings of one padded batch, as the embedding task's model gives them."""
+        if "embeddings" not in self.output_names:
+            raise ExportError(
+                f"{self.path}: this model has no embeddings output ({', '.join(self.output_names)})"
+            )
+        return self(**batch)["embeddings"]
+
+    def __call__(self, **batch: Any) -> dict[str, torch.Tensor]:
+        import numpy as np
+        import torch
+
+        missing = [n for n in self.input_names if n not in batch]
+        if missing:
+            raise ExportError(
+                f"{self.path}: the ONNX model needs {', '.join(missing)}, which the batch lacks "
+                f"(batch: {', '.join(sorted(batch))}); export the run again"
+            )
+        feeds = {n: np.asarray(batch[n].cpu().numpy(), dtype=np.int64) for n in self.input_names}
+        outputs = self.session.run(self.output_names, feeds)
+        return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outputs, strict=True)}
+
+
+def load_onnx_model(
+    run_dir: Path,
+    onnx_dir: str | Path | None = None,
+    *,
+    variant: str = "fp32",
+    threads: int | None = None,
+) -> OnnxModel:
+    """The exported model of a run (``RUN/onnx`` unless ``onnx_dir``), checked against the run's weights.
+
+    Raises:
+        ExportError: no export, no model of that variant, or an export of other weights than the run's.
+    """
+    directory = Path(onnx_dir) if onnx_dir is not None else run_dir / "onnx"
+    meta_path = directory / EXPORT_FILE
+    if variant not in VARIANTS:
+        raise ExportError(f"onnx_variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+    if not meta_path.is_file():
+        raise ExportError(
+            f"{run_dir}: no ONNX export ({meta_path} is missing); "
+            f"run `taskhead export {run_dir} --format onnx` first"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ExportError(
+            f"{meta_path}:{exc.lineno}: malformed JSON: {exc.msg}; export the run again"
+        ) from None
+    if variant not in meta.get("variants", {}):
+        flag = " --quantize int8" if variant == "int8" else ""
+        raise ExportError(
+            f"{directory}: no {variant} model; run `taskhead export {run_dir} --format onnx{flag}` first"
+        )
+    if meta.get("weights") != weights_fingerprint(run_dir / "model"):
+        raise ExportError(
+            f"{directory}: exported from other weights than {run_dir / 'model'} holds now (retrained or "
+            f"replaced since); run `taskhead export {run_dir} --format onnx` again"
+        )
+    return OnnxModel(directory / meta["variants"][variant]["file"], threads=threads)
