@@ -7,7 +7,7 @@ sentences), keeps texts of at least 4 words, removes duplicates (case and whites
 with random.Random(0) and takes the first --docs as documents and the next --queries as held-out queries.
 The model is MiniLM (the bundled all-MiniLM-L6-v2, cosine).
 
-Measured in one process, with --threads torch and FAISS threads (default 2):
+Measured in one process, with --threads torch, FAISS and BLAS threads (default 2):
 
 - embedding throughput on the first --embed-docs documents (default 20,000; all when --docs is smaller):
   sentence-transformers `model.encode(batch_size=32)` (its defaults: fp32) against taskhead's Encoder
@@ -362,12 +362,14 @@ def main() -> int:
     import faiss
     import torch
     from sentence_transformers import SentenceTransformer
+    from threadpoolctl import threadpool_limits
 
     from taskhead.backbones import quiet_loading, resolve_backbone
     from taskhead.retrieval.encoder import Encoder
 
     torch.set_num_threads(opts.threads)
     faiss.omp_set_num_threads(opts.threads)
+    blas = threadpool_limits(opts.threads)  # noqa: F841 - numpy's BLAS (exact search) too
     memory = {"start": rss_mb()}
     texts, counts = pool_sentences()
     if len(texts) < opts.docs + opts.queries:

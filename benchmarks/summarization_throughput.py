@@ -9,7 +9,8 @@ same explicit max_new_tokens:
 
   run_summarization  Seq2SeqTrainer as in transformers' examples/pytorch/summarization/run_summarization.py:
                      sources padded to max_source_length and targets to max_target_length
-                     (``padding="max_length"``, pad tokens of the labels set to -100), fp32, random order,
+                     (``padding="max_length"``, pad tokens of the labels set to -100, the leading [CLS]
+                     of the targets dropped as taskhead does), fp32, random order,
                      ``predict_with_generate``; the test set predicted with ``Seq2SeqTrainer.predict``.
   taskhead           ``taskhead.train()`` with its defaults (bf16 auto, shuffled length-grouped batches,
                      dynamic padding), warm-up and weight decay set to 0 to match.
@@ -65,7 +66,9 @@ def run_peer(seed: int, train: list, test: list, opts: Any, backbone: str, tmp: 
             padding="max_length",
             truncation=True,
         )["input_ids"]
-        labels = [[t if t != tokenizer.pad_token_id else -100 for t in row] for row in labels]
+        # the decoder starts from [CLS] (decoder_start_token_id), so the targets start after it, as in
+        # taskhead; kept, the leading [CLS] teaches the decoder to repeat it and end (empty summaries)
+        labels = [[t if t != tokenizer.pad_token_id else -100 for t in row[1:]] + [-100] for row in labels]
         return [{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(pairs))]
 
     set_seed(seed)
@@ -74,6 +77,9 @@ def run_peer(seed: int, train: list, test: list, opts: Any, backbone: str, tmp: 
     model.config.eos_token_id = tokenizer.sep_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.vocab_size = model.config.decoder.vocab_size
+    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
+    model.generation_config.eos_token_id = tokenizer.sep_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     args = Seq2SeqTrainingArguments(
         output_dir=str(tmp / f"peer-{seed}"),
         num_train_epochs=opts.epochs,
@@ -171,7 +177,7 @@ def multi30k_budget(minutes: float, tmp: Path) -> dict:
         },
         "data": {"train": str(folder / "train.en"), "test": str(test_src)},
         "train": {
-            "epochs": 20,
+            "epochs": 2,  # the schedule (warm-up, linear decay) spans 2 epochs; the budget usually ends first
             "max_minutes": minutes,
             "batch_size": 64,
             "learning_rate": 1e-3,

@@ -55,8 +55,9 @@ def translate(tmp: Path, name: str, train: dict) -> dict:
 
 
 def test_multi30k_t5_from_scratch_learns_to_translate(tmp_path: Path) -> None:
-    """Measured here (2 CPU cores, seed 42): untrained BLEU 0.00 / chrF 0.00; after 600 steps of batch 64
-    (1.3 epochs, capped at 5 minutes): see the assertion message of the last run in benchmarks/README.md."""
+    """Measured here (2 CPU cores, seed 42, cased tokenizer): untrained BLEU 0.00 / chrF 0.00 (it writes
+    nothing); after 600 steps of batch 64 (1.3 epochs, 252 s; capped at 5 minutes): BLEU 2.59, chrF 19.87,
+    ROUGE-L 21.75, test loss 9.65 -> 4.23."""
     untrained = translate(tmp_path, "untrained", {"max_steps": 1, "learning_rate": 1e-9})
     trained = translate(tmp_path, "trained", {"max_steps": 600, "max_minutes": 5})
     assert untrained["bleu"] < 0.5 and untrained["chrf"] < 5, untrained
@@ -66,7 +67,8 @@ def test_multi30k_t5_from_scratch_learns_to_translate(tmp_path: Path) -> None:
 
 def test_wikitext_continued_pretraining_lowers_masked_lm_loss(tmp_path: Path) -> None:
     """MiniLM as a masked LM on WikiText-2: loss on the first 1,000 test lines before (1 step at lr 1e-9)
-    and after 1 epoch on the first 3,000 validation lines (block 128)."""
+    and after 1 epoch on the first 3,000 validation lines (block 128, 52 steps, 131 s). Measured here:
+    loss 10.74 -> 5.20 (perplexity 46,301 -> 182), masked-token accuracy 0.00 -> 0.30."""
     folder = shared_dataset("wikitext2")
     for name, lines in (("valid", 3000), ("test", 1000)):
         text = (folder / f"wiki.{name}.tokens").read_text(encoding="utf-8").splitlines(True)[:lines]
