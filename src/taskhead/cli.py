@@ -117,7 +117,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         from taskhead.distributed import launch
 
-        return launch(args.nproc, _without_nproc(sys.argv[1:]))
+        return launch(args.nproc, _without_nproc(args.argv))
     from taskhead.training import train
 
     run = train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
@@ -193,6 +193,7 @@ COMMANDS: dict[str, Any] = {
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc` relaunches
     # overrides may also follow options (`train cfg.yaml --overwrite train.epochs=1`)
     if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
         args.overrides += extra
