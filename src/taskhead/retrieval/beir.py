@@ -15,7 +15,6 @@ Every problem is reported with its place: ``file:line: field: problem``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,30 +43,17 @@ class _Problems:
 
 
 def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError([f"{path}: file not found"])
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError([f"{path}: not valid UTF-8 (byte {exc.start})"]) from None
+    """The file's lines (a UTF-8 BOM accepted; a missing or undecodable file is a located error)."""
+    from taskhead.data.readers import read_text_source
+
+    return read_text_source(path).splitlines()
 
 
-def _json_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    records, problems = [], _Problems()
-    for line_no, line in enumerate(_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.add(f"{path}:{line_no}: malformed JSON line: {exc.msg} (column {exc.colno})")
-            continue
-        if not isinstance(value, dict):
-            problems.add(f"{path}:{line_no}: expected a JSON object, found {type(value).__name__}")
-            continue
-        records.append((line_no, value))
-    problems.raise_if_any()
-    return records
+def _json_records(path: Path) -> list[tuple[int | str, dict[str, Any]]]:
+    """JSON Lines records with their line numbers, through the shared reader (every bad line reported)."""
+    from taskhead.data.readers import read_table
+
+    return [(row.where, row.values) for row in read_table(path, "jsonl").rows]  # line, or "record N"
 
 
 def _text(value: Any, where: str, field: str, problems: _Problems, *, required: bool = True) -> str:
