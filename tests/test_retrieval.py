@@ -139,6 +139,40 @@ def test_exact_search_equals_brute_force(built: Index, encoder: Encoder) -> None
     assert built.search([]) == []
 
 
+def test_small_batches_search_on_one_thread_and_restore_the_setting() -> None:
+    """Fewer than SMALL_BATCH queries: one FAISS / BLAS thread during the search (not fighting the encoder's
+    threads), the caller's thread settings afterwards, and the same results as a large batch."""
+    faiss = pytest.importorskip("faiss")
+    from threadpoolctl import threadpool_info
+
+    from taskhead.retrieval import ann
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    queries = rng.normal(size=(ann.SMALL_BATCH, 16)).astype(np.float32)
+    approx, _ = ann.build_approximate("hnsw", vectors, {"ef_search": 64})
+    seen: list[int] = []
+
+    class Spy:  # records FAISS's thread setting at each search
+        ntotal = approx.index.ntotal
+
+        def search(self, q: np.ndarray, k: int, inner=approx.index.search) -> tuple:
+            seen.append(faiss.omp_get_max_threads())
+            return inner(q, k)
+
+    approx.index = Spy()
+    before = faiss.omp_get_max_threads()
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    one = approx.search(queries[:1], 5)
+    many = approx.search(queries, 5)
+    assert seen == [1, before]
+    assert faiss.omp_get_max_threads() == before
+    np.testing.assert_array_equal(one[1], many[1][:1])
+    exact_one = ann.exact_search(vectors, queries[:1], 5)
+    np.testing.assert_array_equal(exact_one[1], ann.exact_search(vectors, queries, 5)[1][:1])
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
+
+
 def test_save_load_round_trip(built: Index, tmp_path: Path, tiny_sentence_model: Path) -> None:
     built.save(tmp_path / "ix")
     assert sorted(p.name for p in (tmp_path / "ix").iterdir()) == ["docs.jsonl", "index.json", "vectors.npy"]

@@ -67,6 +67,28 @@ def test_two_processes_match_one(tiny_backbone: Path, data: dict, tmp_path: Path
     assert not list((tmp_path / "double").glob(".write-test*"))
 
 
+def test_two_processes_gather_in_batch_negatives(tiny_backbone: Path, tmp_path: Path) -> None:
+    """mnrl under --nproc 2 scores each anchor against both processes' candidates (an all-gather over
+    gloo); the evaluation loss does not gather, so every process evaluates alone without waiting."""
+    from test_embedding import pairs
+
+    path = write_jsonl(tmp_path / "pairs.jsonl", pairs())
+    config = tiny_config(
+        tiny_backbone,
+        {"train": path, "eval": path},
+        tmp_path / "run",
+        task={"name": "embedding", "loss": "mnrl"},
+        train={"learning_rate": 5e-3, "batch_size": 4, "epochs": 2},
+    )
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = taskhead_cli("train", str(tmp_path / "run.yaml"), "--quiet", "--nproc", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "taskhead.json").read_text())["world_size"] == 2
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "gather_across_devices=True" in card, card
+    assert "mrr" in metrics(tmp_path / "run")["eval"]
+
+
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(
     tiny_backbone: Path, data: dict, tmp_path: Path
 ) -> None:

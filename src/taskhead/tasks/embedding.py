@@ -84,6 +84,12 @@ class EmbeddingOptions(BaseModel):
     score_max: float | None = Field(
         None, gt=0, description="Top of the score scale; null: 1 when every score is at most 1, else 5."
     )
+    gather_across_devices: bool | None = Field(
+        None,
+        description="mnrl, cached-mnrl: with several training processes, score each anchor against the "
+        "candidates of every process's batch (more negatives); null: on when training runs in several "
+        "processes (--nproc, torchrun).",
+    )
 
 
 def _source(examples: list[Example]) -> str:
@@ -319,10 +325,11 @@ class EmbeddingTask:
 
         if self.loss_name is None:
             return None
-        self._train_loss = train = make_loss(self.loss_name, encoder, self.options)
-        # the cached loss computes the same value from embeddings as the plain one
-        self._eval_loss = (
-            make_loss("mnrl", encoder, self.options) if self.loss_name == "cached-mnrl" else train
+        self._train_loss = train = make_loss(self.loss_name, encoder, self.options, training=True)
+        # evaluation runs the whole split in every process: its loss never gathers across processes; the
+        # cached loss computes the same value from embeddings as the plain one
+        self._eval_loss = make_loss(
+            "mnrl" if self.loss_name == "cached-mnrl" else self.loss_name, encoder, self.options
         )
         return train
 

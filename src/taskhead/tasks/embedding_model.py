@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,16 +73,32 @@ def is_normalized(encoder: SentenceTransformer) -> bool:
     return any(isinstance(m, Normalize) for m in encoder)
 
 
-def make_loss(name: str, encoder: SentenceTransformer, options: Any) -> torch.nn.Module:
-    """The sentence-transformers loss for ``task.loss`` (names as in EmbeddingOptions)."""
+def gathers_across_devices(options: Any) -> bool:
+    """Whether in-batch-negative losses gather the candidates of every training process: the option, or
+    (null) whether this process is one of several (``WORLD_SIZE`` > 1, set by --nproc and torchrun)."""
+    choice = getattr(options, "gather_across_devices", None)
+    if choice is not None:
+        return bool(choice)
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def make_loss(
+    name: str, encoder: SentenceTransformer, options: Any, *, training: bool = False
+) -> torch.nn.Module:
+    """The sentence-transformers loss for ``task.loss`` (names as in EmbeddingOptions). Only a training loss
+    gathers in-batch negatives across processes (evaluation runs the whole split in each process)."""
     from sentence_transformers.sentence_transformer import losses
 
     cosine = options.distance == "cosine"
+    gather = training and gathers_across_devices(options)
     if name == "mnrl":
-        return losses.MultipleNegativesRankingLoss(encoder, scale=options.scale)
+        return losses.MultipleNegativesRankingLoss(encoder, scale=options.scale, gather_across_devices=gather)
     if name == "cached-mnrl":
         return losses.CachedMultipleNegativesRankingLoss(
-            encoder, scale=options.scale, mini_batch_size=options.mini_batch_size
+            encoder,
+            scale=options.scale,
+            mini_batch_size=options.mini_batch_size,
+            gather_across_devices=gather,
         )
     if name == "triplet":
         metric = losses.TripletDistanceMetric.COSINE if cosine else losses.TripletDistanceMetric.EUCLIDEAN
