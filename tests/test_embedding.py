@@ -339,11 +339,13 @@ def test_plain_sentence_transformers_gives_the_same_embeddings(scored_run: Path)
     from sentence_transformers import SentenceTransformer
 
     texts = [*TOPICS, "a " * 40 + "long text cut at max_length"]
-    ours = np.array([p["embedding"] for p in taskhead.load(scored_run).predict(texts)])
+    ours = np.array([p["embedding"] for p in taskhead.load(scored_run, precision="fp32").predict(texts)])
     plain = SentenceTransformer(str(scored_run / "model"), device="cpu").encode(texts, convert_to_numpy=True)
     assert ours.shape == plain.shape == (len(texts), 32)
     np.testing.assert_allclose(ours, plain, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # normalize: true (default)
+    fast = np.array([p["embedding"] for p in taskhead.load(scored_run).predict(texts)])  # bf16 where native
+    assert (fast * plain).sum(axis=1).min() > 0.999
 
 
 def test_pair_input_gives_the_cosine_of_the_two_embeddings(scored_run: Path) -> None:

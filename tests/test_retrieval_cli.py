@@ -226,13 +226,14 @@ def test_rerank_orders_by_positive_probability(
 ) -> None:
     texts = [*POSITIVE, *NEGATIVE]
     index = Index.build(tiny_sentence_model, texts, quiet=True, precision="fp32")
-    reranker = Reranker(pair_run, device="cpu")
+    reranker = Reranker(pair_run, device="cpu", precision="fp32")  # a tiny model's near-ties: exact order
     assert reranker.label == "1"
     query = "good film"
     candidates = index.search(query, k=12)[0]
     reranked = reranker.rerank([query], [candidates], k=5)[0]
     probabilities = [
-        p["scores"]["1"] for p in taskhead.load(pair_run).predict([(query, h["text"]) for h in candidates])
+        p["scores"]["1"]
+        for p in taskhead.load(pair_run, precision="fp32").predict([(query, h["text"]) for h in candidates])
     ]
     order = np.argsort([-p for p in probabilities], kind="stable")[:5]
     assert [h["id"] for h in reranked] == [candidates[i]["id"] for i in order]
@@ -261,7 +262,7 @@ def test_embedding_runs_index_and_train_on_mined_triplets(tiny_backbone: Path, t
 
     index = Index.build(run, [*POSITIVE, *NEGATIVE], quiet=True, precision="fp32", device="cpu")
     assert index.model_info["model"] == str(run.resolve()) and index.encoder.path == run / "model"
-    predicted = np.array([p["embedding"] for p in taskhead.load(run).predict(POSITIVE)])
+    predicted = np.array([p["embedding"] for p in taskhead.load(run, precision="fp32").predict(POSITIVE)])
     np.testing.assert_allclose(index.vectors[: len(POSITIVE)], predicted, atol=1e-5)
 
     mined = mine_triplets([(p["anchor"], p["positive"]) for p in pairs], index, negatives=2, margin=None)

@@ -54,10 +54,11 @@ if TYPE_CHECKING:
 def load(run_dir: Any, **kwargs: Any) -> Predictor:
     """Load a finished run directory as a Predictor (``.predict(texts)``, ``.evaluate(data)``).
 
-    Keyword arguments go to ``Predictor``: ``device``, ``batch_size``, ``precision`` (``fp32``, ``bf16``,
-    ``fp16``, or ``auto``: bf16 where the device runs it natively), ``progress``, and ``backend="onnx"``
-    to run the forward pass with ONNX Runtime on the CPU from ``taskhead export RUN --format onnx``
-    (``onnx_variant="fp32"`` or ``"int8"``, ``onnx_dir`` when the export is not in ``RUN/onnx``).
+    Keyword arguments go to ``Predictor``: ``device``, ``batch_size``, ``precision`` (``auto``, the
+    default: bf16 where the device runs it natively, else fp32; or ``fp32``, ``bf16``, ``fp16``),
+    ``progress``, and ``backend="onnx"`` to run the forward pass with ONNX Runtime on the CPU from
+    ``taskhead export RUN --format onnx`` (``onnx_variant="fp32"`` or ``"int8"``, ``onnx_dir`` when the
+    export is not in ``RUN/onnx``).
     """
     from taskhead.inference import Predictor
 

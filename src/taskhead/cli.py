@@ -86,9 +86,10 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument(
         "--precision",
-        default="fp32",
+        default="auto",
         choices=["fp32", "bf16", "fp16", "auto"],
-        help="autocast precision for the forward pass (auto: bf16 where the device runs it natively)",
+        help="autocast precision for the forward pass (default auto: bf16 where the device runs it "
+        "natively, else fp32)",
     )
     p.add_argument(
         "--backend",

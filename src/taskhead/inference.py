@@ -122,7 +122,7 @@ class Predictor:
         *,
         device: str = "auto",
         batch_size: int = 64,
-        precision: str = "fp32",
+        precision: str = "auto",
         progress: bool = False,
         backend: str = "torch",
         onnx_variant: str = "fp32",
@@ -134,7 +134,8 @@ class Predictor:
             run_dir: a finished run directory.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (the onnx backend runs on the CPU).
             batch_size: inputs per forward pass (sorted by length, padded per batch).
-            precision: ``fp32``, ``bf16``, ``fp16``, or ``auto`` (bf16 where the device runs it natively).
+            precision: ``auto`` (default: bf16 autocast where the device runs it natively, i.e. CUDA with
+                bf16 and CPUs with AVX-512 BF16 or AMX, else fp32), ``fp32``, ``bf16`` or ``fp16``.
             progress: show a progress bar.
             backend: ``torch``, or ``onnx`` for ONNX Runtime on the run's ``taskhead export`` output.
             onnx_variant: ``fp32`` or ``int8`` (exported with ``--quantize int8``).

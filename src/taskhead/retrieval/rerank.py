@@ -34,7 +34,7 @@ class Reranker:
         label: str | None = None,
         batch_size: int = 64,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         import taskhead
 

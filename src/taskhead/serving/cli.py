@@ -82,7 +82,12 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     )
     p.add_argument("--onnx-variant", default="fp32", choices=["fp32", "int8"], help="with --backend onnx")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="forward pass precision (default auto: bf16 where the device runs it natively, else fp32)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return {"serve": _cmd_serve}
 

@@ -89,7 +89,7 @@ def load_models(
     backend: str = "torch",
     onnx_variant: str = "fp32",
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     batch_size: int | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
