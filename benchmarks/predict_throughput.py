@@ -93,7 +93,7 @@ def predictors(run: Path, onnx_dir: Path, *, bf16: bool) -> dict[str, Callable[[
     def of(predictor: Any) -> Callable[[list[str]], list[str]]:
         return lambda texts: [p["label"] for p in predictor.predict(texts)]
 
-    ways["torch fp32"] = of(taskhead.load(run, device="cpu"))
+    ways["torch fp32"] = of(taskhead.load(run, device="cpu", precision="fp32"))
     if bf16:
         ways["torch bf16"] = of(taskhead.load(run, device="cpu", precision="bf16"))
     ways["onnx fp32"] = of(taskhead.load(run, backend="onnx", onnx_dir=onnx_dir))

@@ -227,3 +227,44 @@ def test_max_minutes_stops_training_and_says_so(
     steps = [h["step"] for h in run.metrics["history"] if "loss" in h]
     assert steps == [1]
     assert "accuracy" in run.metrics["eval"]  # scored and saved as usual
+
+
+def test_freeze_embeddings_keeps_the_word_embeddings_and_trains_the_rest(
+    tiny_backbone: Path, sentiment_data, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from taskhead.errors import ConfigError
+
+    frozen = {"freeze_embeddings": True}
+    config = tiny_config(tiny_backbone, sentiment_data, tmp_path / "run", model=frozen, train={"epochs": 3})
+    run = taskhead.train(config, quiet=True)
+    before = load_file(str(tiny_backbone / "model.safetensors"))
+    after = load_file(str(run.run_dir / "model" / "model.safetensors"))
+
+    def weight(weights: dict, suffix: str) -> torch.Tensor:
+        return next(v for k, v in weights.items() if k.endswith(suffix))
+
+    words, query = "embeddings.word_embeddings.weight", "layer.0.attention.self.query.weight"
+    assert torch.equal(weight(before, words), weight(after, words))
+    assert not torch.equal(weight(before, query), weight(after, query))
+    losses = [h["loss"] for h in run.metrics["history"] if "loss" in h]
+    assert losses[-1] < losses[0]
+
+    with pytest.raises(ConfigError, match=r"model: freeze_embeddings: the embeddings of special_tokens"):
+        taskhead.train({**config, "model": {**config["model"], "special_tokens": ["[SENT]"]}}, quiet=True)
+
+
+def test_freeze_embeddings_refuses_tied_output_embeddings(tiny_generators: dict, tmp_path: Path) -> None:
+    from taskhead.errors import ConfigError
+
+    corpus = write_jsonl(tmp_path / "lm.jsonl", [{"text": t} for t in POSITIVE + NEGATIVE])
+    config = {
+        "task": "language-modeling",
+        "output_dir": str(tmp_path / "lm"),
+        "model": {"backbone": str(tiny_generators["gpt2"]), "max_length": 16, "freeze_embeddings": True},
+        "data": {"train": str(corpus)},
+        "train": {"max_steps": 1, "save_strategy": "no", "bf16": False},
+    }
+    with pytest.raises(ConfigError, match="ties its input embeddings to its output layer"):
+        taskhead.train(config, quiet=True)

@@ -146,6 +146,24 @@ def _load_tokenizer(backbone: str, config: RunConfig, task: Task) -> Any:
     return tokenizer
 
 
+def freeze_input_embeddings(model: Any) -> None:
+    """``model.freeze_embeddings``: no gradient for the backbone's input word embeddings (the outermost
+    transformers model inside ``model``); refused where they are also the output layer (tied weights)."""
+    from transformers import PreTrainedModel
+
+    owner = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    embeddings = owner.get_input_embeddings() if owner is not None else None
+    if embeddings is None:
+        raise ConfigError("model.freeze_embeddings: this model has no input embeddings to freeze")
+    output = owner.get_output_embeddings()
+    if output is not None and getattr(output, "weight", None) is embeddings.weight:
+        raise ConfigError(
+            "model.freeze_embeddings: this backbone ties its input embeddings to its output layer, which "
+            "must train; set it to false"
+        )
+    embeddings.weight.requires_grad_(False)
+
+
 def _backbone(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, resolve: Any) -> str:
     """The backbone directory: resolved from ``model.backbone``, or built from the training data."""
     if cfg.model.backbone.lower() != "scratch":
@@ -252,6 +270,8 @@ def train(
     with quiet_loading():
         model = task.build_model(backbone, cfg.model, tokenizer)
     _check_max_length(model, cfg)
+    if cfg.model.freeze_embeddings:
+        freeze_input_embeddings(model)
     metric = cfg.train.metric or task.default_metric
     has_eval = "eval" in splits
     args = training_arguments(
