@@ -12,9 +12,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskhead.errors import DataError
+
+if TYPE_CHECKING:
+    from taskhead.config import DataConfig
 
 FORMATS_BY_SUFFIX = {
     ".csv": "csv",
@@ -89,6 +92,20 @@ def read_text_source(path: str | Path, encoding: str = "utf-8") -> str:
     if p.is_dir():
         raise DataError([f"{p}: is a directory, expected a data file"])
     return _decode(str(p), p.read_bytes(), encoding)
+
+
+def read_data_table(path: str | Path, data: DataConfig, *, text_column: str, fmt: str | None = None) -> Table:
+    """``read_table`` with the reading settings of a config's ``data`` section (format, header, encoding,
+    quoting, error cap); ``fmt`` overrides ``data.format``."""
+    return read_table(
+        path,
+        data.format if fmt is None else fmt,
+        header=data.header,
+        encoding=data.encoding,
+        quoting=data.quoting,
+        max_errors=data.max_errors,
+        text_column=text_column,
+    )
 
 
 def read_table(

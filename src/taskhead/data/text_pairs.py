@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskhead.data.readers import Row, Table, read_table
+from taskhead.data.readers import Row, Table, read_data_table
 from taskhead.data.validation import Problems, require_column, text_field
 from taskhead.errors import DataError
 
@@ -171,15 +171,7 @@ def read_text_groups(
     Unlabelled (prediction input): single texts, or pairs when a second text column is present.
     """
     cols = data.columns
-    table = read_table(
-        path,
-        data.format,
-        header=data.header,
-        encoding=data.encoding,
-        quoting=data.quoting,
-        max_errors=data.max_errors,
-        text_column=str(_explicit(cols, "anchor") or cols.text),
-    )
+    table = read_data_table(path, data, text_column=str(_explicit(cols, "anchor") or cols.text))
     problems = Problems(data.max_errors)
     layout = resolve_layout(table, cols, problems, labelled=labelled)
     id_col = str(cols.id) if cols.id is not None and str(cols.id) in table.columns else None

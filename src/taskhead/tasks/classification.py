@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskhead.data.readers import read_table
+from taskhead.data.readers import read_data_table
 from taskhead.data.validation import Problems, label_list, require_column, scalar_label, text_field
 from taskhead.errors import DataError
 from taskhead.tasks.base import Example, Features, SplitSummary
@@ -88,15 +88,7 @@ class ClassificationTask:
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
         cols = data.columns
-        table = read_table(
-            path,
-            data.format,
-            header=data.header,
-            encoding=data.encoding,
-            quoting=data.quoting,
-            max_errors=data.max_errors,
-            text_column=str(cols.text),
-        )
+        table = read_data_table(path, data, text_column=str(cols.text))
         problems = Problems(data.max_errors)
         text_col = require_column(table, cols.text, "data.columns.text", problems)
         pair_col = require_column(table, cols.text_pair, "data.columns.text_pair", problems)

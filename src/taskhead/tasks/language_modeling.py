@@ -115,7 +115,7 @@ class LanguageModelingTask:
         Examples read as labelled (training, evaluation) are grouped into blocks; unlabelled ones
         (prediction) are scored or filled one by one.
         """
-        from taskhead.data.readers import detect_format, read_table, read_text_source
+        from taskhead.data.readers import detect_format, read_data_table, read_text_source
 
         spec = str(path)
         suffix = Path(spec).suffix.lower()
@@ -125,15 +125,7 @@ class LanguageModelingTask:
             examples = self._documents(spec, text, labelled)
         else:
             column = str(data.columns.text)
-            table = read_table(
-                path,
-                detect_format(path, fmt),
-                header=data.header,
-                encoding=data.encoding,
-                quoting=data.quoting,
-                max_errors=data.max_errors,
-                text_column=column,
-            )
+            table = read_data_table(path, data, text_column=column, fmt=detect_format(path, fmt))
             problems, examples = [], []
             for row in table.rows:
                 value = row.values.get(column)

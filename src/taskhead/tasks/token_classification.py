@@ -205,19 +205,11 @@ class TokenClassificationTask:
         return examples
 
     def _read_table(self, path: str | Path, data: DataConfig, fmt: str, labelled: bool) -> list[Example]:
-        from taskhead.data.readers import read_table
+        from taskhead.data.readers import read_data_table
 
         cols = data.columns
         text_col = str(cols.text)
-        table = read_table(
-            path,
-            "sniff" if fmt == "sniff" else fmt,
-            header=data.header,
-            encoding=data.encoding,
-            quoting=data.quoting,
-            max_errors=data.max_errors,
-            text_column=text_col,
-        )
+        table = read_data_table(path, data, text_column=text_col, fmt=fmt)
         tokens_col = str(cols.tokens if cols.tokens is not None else "tokens")
         tags_col = str(cols.tags if cols.tags is not None else "tags")
         problems = Problems(data.max_errors)
