@@ -12,8 +12,8 @@ same explicit max_new_tokens:
                      (``padding="max_length"``, pad tokens of the labels set to -100, the leading [CLS]
                      of the targets dropped as taskhead does), fp32, random order,
                      ``predict_with_generate``; the test set predicted with ``Seq2SeqTrainer.predict``.
-  taskhead           ``taskhead.train()`` with its defaults (bf16 auto, shuffled length-grouped batches,
-                     dynamic padding), warm-up and weight decay set to 0 to match.
+  taskhead           ``taskhead.train()`` with its defaults (bf16 auto, random batch order (the generation
+                     task's default), dynamic padding), warm-up and weight decay set to 0 to match.
 
 Runs are interleaved per seed, after one short untimed warm-up run of each. samples/s is the Trainer's own
 train_samples_per_second for both. A second part trains a small T5 from scratch on Multi30k en-de (its own

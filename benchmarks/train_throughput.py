@@ -5,10 +5,12 @@ learning rate, no warm-up, no weight decay, and are scored on all 872 dev senten
 
   (a) Trainer as in transformers' run_glue example: every example padded to 128 tokens, fp32, random order.
   (b) Trainer at its best on a CPU: dynamic padding, train_sampling_strategy="group_by_length", bf16.
-  (c) taskhead.train() with its defaults (bf16 auto, shuffled length-grouped batches, dynamic padding).
+  (c) taskhead.train() with its defaults (bf16 auto, random batches computed on packed rows for this
+      BERT-family model, see taskhead.packing), or a variant given with --set KEY=VALUE.
 
-Runs are interleaved (for each seed: a, b, taskhead) so that machine drift hits all three alike, after one
-short untimed warm-up run of each so that no timed run pays the process's first-call costs.
+Runs are interleaved (for each seed: a, b, taskhead) so that machine drift hits all three alike. Each run
+is a fresh Python process that first makes one short untimed warm-up run of the same set-up, so that no
+timed run pays first-call costs or inherits another run's allocator state.
 samples/s is the Trainer's own train_samples_per_second for all three. See benchmarks/README.md.
 """
 
@@ -122,7 +124,9 @@ def run_peer(kind: str, seed: int, train: Rows, dev: Rows, lr: float, backbone: 
     }
 
 
-def run_taskhead(seed: int, train_tsv: Path, dev_tsv: Path, lr: float, tmp: Path) -> dict:
+def run_taskhead(
+    seed: int, train_tsv: Path, dev_tsv: Path, lr: float, tmp: Path, overrides: list[str] | None = None
+) -> dict:
     import taskhead
 
     config = {
@@ -148,7 +152,7 @@ def run_taskhead(seed: int, train_tsv: Path, dev_tsv: Path, lr: float, tmp: Path
         },
     }
     started = time.perf_counter()
-    run = taskhead.train(config, quiet=True, overwrite=True)
+    run = taskhead.train(config, overrides or None, quiet=True, overwrite=True)
     total = time.perf_counter() - started
     meta = json.loads((run.run_dir / "taskhead.json").read_text(encoding="utf-8"))
     return {
@@ -157,7 +161,39 @@ def run_taskhead(seed: int, train_tsv: Path, dev_tsv: Path, lr: float, tmp: Path
         "accuracy": run.metrics["eval"]["accuracy"],
         "call_wall_s": round(total, 2),  # the whole taskhead.train(): reading, tokenizing, scoring, saving
         "precision": meta.get("precision"),
+        "batching": run.metrics["train"].get("batching"),
     }
+
+
+def one_run(kind: str, seed: int, train: Rows, dev: Rows, opts: Any, backbone: str, tmp: Path) -> dict:
+    """One timed run in this process, after an untimed warm-up run of the same set-up (unless
+    --no-warmup) so that the timed run pays no first-call costs (lazy imports, kernel set-up)."""
+    write_tsv(tmp / "train.tsv", train)
+    write_tsv(tmp / "warmup.tsv", train[:256])
+    if kind == "taskhead":
+        if not opts.no_warmup:
+            run_taskhead(0, tmp / "warmup.tsv", DATA / "dev.tsv", opts.lr, tmp, opts.set)
+        return run_taskhead(seed, tmp / "train.tsv", DATA / "dev.tsv", opts.lr, tmp, opts.set)
+    if not opts.no_warmup:
+        run_peer(kind, 0, train[:64] if kind == "a" else train[:256], dev[:64], opts.lr, backbone, tmp)
+    return run_peer(kind, seed, train, dev, opts.lr, backbone, tmp)
+
+
+def child_run(kind: str, seed: int, opts: Any) -> dict:
+    """``one_run`` in a fresh Python process: no run inherits another's allocator state, caches or
+    threads (taskhead tunes glibc's malloc while it trains on a CPU; the peers must not profit or lose)."""
+    import subprocess
+
+    command = [sys.executable, __file__, "--one", kind, str(seed), "--lr", str(opts.lr)]
+    command += ["--train-size", str(opts.train_size)]
+    command += ["--threads", str(opts.threads)] if opts.threads else []
+    command += ["--no-warmup"] if opts.no_warmup else []
+    for override in opts.set:
+        command += ["--set", override]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{kind} seed {seed} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def mean(runs: list[dict], key: str) -> float:
@@ -174,13 +210,17 @@ def report(runs: dict[str, list[dict]]) -> dict:
                 f"{kind:<9} {r['seed']:>4} {r['samples_per_second']:>10.1f} {r['train_wall_s']:>8.1f} "
                 f"{r['accuracy']:>8.4f} {call}"
             )
+    runs = {k: v for k, v in runs.items() if v}
     sps = {k: mean(v, "samples_per_second") for k, v in runs.items()}
     acc = {k: mean(v, "accuracy") for k, v in runs.items()}
-    ratio_a, ratio_b = sps["taskhead"] / sps["a"], sps["taskhead"] / sps["b"]
-    gap = 100 * (acc["taskhead"] - acc["a"])
     print("\nmeans")
     for kind, label in (*PEERS.items(), ("taskhead", "taskhead defaults")):
-        print(f"  {kind:<9} {sps[kind]:7.1f} samples/s   dev accuracy {acc[kind]:.4f}   {label}")
+        if kind in runs:
+            print(f"  {kind:<9} {sps[kind]:7.1f} samples/s   dev accuracy {acc[kind]:.4f}   {label}")
+    if not {"a", "b", "taskhead"} <= set(runs):
+        return {"samples_per_second": sps, "accuracy": acc}  # --runs without all three: no ratios
+    ratio_a, ratio_b = sps["taskhead"] / sps["a"], sps["taskhead"] / sps["b"]
+    gap = 100 * (acc["taskhead"] - acc["a"])
     print(f"  taskhead/(a) {ratio_a:.2f}x   taskhead/(b) {ratio_b:.2f}x")
     print(f"  dev accuracy taskhead - (a): {gap:+.2f} points")
     targets = {
@@ -203,6 +243,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for all runs (default: torch's)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure to this JSON file")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        choices=["a", "b", "taskhead"],
+        default=["a", "b", "taskhead"],
+        help="which runs to make (ratios and targets need all three)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a taskhead config override (a variant instead of the defaults), e.g. train.packing=false",
+    )
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "SEED"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.quick:
         opts.seeds, opts.train_size = opts.seeds[:1], 300
@@ -227,33 +282,29 @@ def main() -> int:
         flush=True,
     )
 
+    if opts.one:  # a child process: one (warm-up +) timed run, its figures as JSON on the last line
+        kind, seed = opts.one[0], int(opts.one[1])
+        with tempfile.TemporaryDirectory(prefix="taskhead-bench-") as name:
+            result = one_run(kind, seed, train, dev, opts, backbone, Path(name))
+        print(json.dumps(result))
+        return 0
+
     runs: dict[str, list[dict]] = {"a": [], "b": [], "taskhead": []}
-    with tempfile.TemporaryDirectory(prefix="taskhead-bench-") as name:
-        tmp = Path(name)
-        write_tsv(tmp / "train.tsv", train)
-        if not opts.no_warmup:  # untimed: first-call costs (lazy imports, kernel set-up) fall on no one
-            print("warm-up (untimed) ...", flush=True)
-            write_tsv(tmp / "warmup.tsv", train[:256])
-            run_peer("a", 0, train[:64], dev[:64], opts.lr, backbone, tmp)
-            run_peer("b", 0, train[:256], dev[:64], opts.lr, backbone, tmp)
-            run_taskhead(0, tmp / "warmup.tsv", DATA / "dev.tsv", opts.lr, tmp)
-        for seed in opts.seeds:
-            for kind in ("a", "b", "taskhead"):
-                if kind == "taskhead":
-                    result = run_taskhead(seed, tmp / "train.tsv", DATA / "dev.tsv", opts.lr, tmp)
-                else:
-                    result = run_peer(kind, seed, train, dev, opts.lr, backbone, tmp)
-                runs[kind].append({"seed": seed, **result})
-                print(
-                    f"seed {seed} {kind:>8}: {result['samples_per_second']:7.1f} samples/s, "
-                    f"train {result['train_wall_s']:6.1f} s, dev accuracy {result['accuracy']:.4f}",
-                    flush=True,
-                )
+    for seed in opts.seeds:
+        for kind in opts.runs:
+            result = child_run(kind, seed, opts)
+            runs[kind].append({"seed": seed, **result})
+            print(
+                f"seed {seed} {kind:>8}: {result['samples_per_second']:7.1f} samples/s, "
+                f"train {result['train_wall_s']:6.1f} s, dev accuracy {result['accuracy']:.4f}",
+                flush=True,
+            )
 
     summary = report(runs)
     if opts.json:
         settings = {"seeds": opts.seeds, "lr": opts.lr, "train_size": len(train), "batch_size": BATCH}
         settings["threads"] = torch.get_num_threads()
+        settings["taskhead_overrides"] = opts.set
         opts.json.write_text(json.dumps({"settings": settings, "runs": runs, "summary": summary}, indent=2))
     return 0
 

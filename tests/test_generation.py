@@ -121,3 +121,18 @@ def test_cli_round_trip(tiny_generators: dict[str, Path], tmp_path: Path) -> Non
     result = run_cli("predict", str(tmp_path / "run"), "-", stdin="good movie\nbad movie\n")
     assert result.returncode == 0, result.stderr
     assert [set(json.loads(line)) for line in result.stdout.splitlines()] == [{"generated"}, {"generated"}]
+
+
+def test_batch_order_is_random_for_generation_unless_set(
+    tiny_generators: dict[str, Path], tmp_path: Path
+) -> None:
+    from taskhead.config import RunConfig
+    from taskhead.tasks import task_class
+    from taskhead.training import group_by_length
+
+    config = gen_config(tiny_generators["t5"], tmp_path)
+    assert group_by_length(RunConfig.model_validate(config), task_class("generation")) is False
+    config["train"]["group_by_length"] = True
+    assert group_by_length(RunConfig.model_validate(config), task_class("generation")) is True
+    classify = tiny_config(tiny_generators["t5"], {"train": tmp_path / "x.csv"}, tmp_path / "c")
+    assert group_by_length(RunConfig.model_validate(classify), task_class("classification")) is True

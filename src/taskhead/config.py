@@ -185,7 +185,17 @@ class TrainConfig(_Section):
     save_total_limit: int | None = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without improvement.")
     metric: str | None = Field(None, description="Metric for best-model selection; default: the task's.")
-    group_by_length: bool = Field(True, description="Length-grouped batches in shuffled order.")
+    group_by_length: bool | None = Field(
+        None,
+        description="Length-grouped batches in shuffled order; default (null): the task's choice "
+        "(on, except generation: random order trained to a clearly higher ROUGE there).",
+    )
+    packing: bool | None = Field(
+        None,
+        description="Random batches computed on packed rows (several texts per row, block-diagonal "
+        "attention): the accuracy of random batches with little padding; default (null): on for "
+        "classification with BERT/RoBERTa-family models unless group_by_length is true.",
+    )
     logging_steps: int = Field(50, ge=1)
     num_workers: int = Field(0, ge=0)
 

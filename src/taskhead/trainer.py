@@ -121,6 +121,7 @@ class TaskheadTrainer(Trainer):
         eval_split: tuple[list[Example], Features] | None,
         precision: str,
         group_by_length: bool,
+        packing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -128,7 +129,8 @@ class TaskheadTrainer(Trainer):
         self.train_features = train_features
         self.eval_split = eval_split
         self.precision = precision
-        self.group_by_length = group_by_length
+        self.packing = packing  # random batches computed on packed rows (taskhead.packing)
+        self.group_by_length = group_by_length and not packing
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         if not self.group_by_length or self.train_features is None:
@@ -136,6 +138,24 @@ class TaskheadTrainer(Trainer):
         return ShuffledLengthGroupedSampler(
             self.train_features.lengths(), self.args.per_device_train_batch_size, seed=self.args.seed
         )
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        # packed only on the unwrapped model (a DDP wrapper must see the forward call to reduce gradients)
+        if not (self.packing and model.training and self.accelerator.unwrap_model(model) is model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from taskhead.packing import packed_forward
+
+        labels = inputs.pop("labels")
+        with self.accelerator.autocast():
+            outputs = packed_forward(model, inputs)
+        loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
 
     def run_split(self, examples: list[Example], features: Features, *, progress: str | None = None) -> Any:
         """Outputs of the current model for a split, in input order, and the mean loss. A task with its own

@@ -180,6 +180,38 @@ def _backbone(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, r
     )
 
 
+def group_by_length(cfg: RunConfig, task: Task) -> bool:
+    """``train.group_by_length`` as set, or the task's own default (on unless the task says otherwise)."""
+    if cfg.train.group_by_length is not None:
+        return cfg.train.group_by_length
+    return getattr(task, "group_by_length", True)
+
+
+def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
+    """``train.packing`` as set (refused where it cannot run), or by default on where the task trains on
+    packed rows (classification), the model supports it, the run is one process and ``group_by_length`` is
+    not explicitly on."""
+    from taskhead.packing import unsupported_reason
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if cfg.train.packing is None:
+        return (
+            getattr(task, "packing", False)
+            and cfg.train.group_by_length is not True
+            and not distributed
+            and unsupported_reason(model) is None
+        )
+    if cfg.train.packing:
+        if not getattr(task, "packing", False):
+            raise ConfigError(f"train.packing: the {task.name} task does not train on packed rows")
+        if distributed:
+            raise ConfigError("train.packing: not available in multi-process runs; set it to false")
+        reason = unsupported_reason(model)
+        if reason:
+            raise ConfigError(f"train.packing: {reason}")
+    return cfg.train.packing
+
+
 def _collator(task: Task, tokenizer: Any, *, pad_to_multiple_of: int | None) -> Any:
     """The training batches' collator: the task's own (masked-LM masking) or padding only."""
     make = getattr(task, "make_collator", None)
@@ -236,7 +268,7 @@ def train(
 
     from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
     from taskhead.console import process_rank
-    from taskhead.devices import resolve_device, resolve_precision
+    from taskhead.devices import cpu_buffers_kept, resolve_device, resolve_precision
     from taskhead.inference import add_loss
     from taskhead.trainer import (
         ListDataset,
@@ -272,6 +304,7 @@ def train(
     _check_max_length(model, cfg)
     if cfg.model.freeze_embeddings:
         freeze_input_embeddings(model)
+    packing = use_packing(cfg, task, model)
     metric = cfg.train.metric or task.default_metric
     has_eval = "eval" in splits
     args = training_arguments(
@@ -309,18 +342,24 @@ def train(
         train_features=features["train"],
         eval_split=(splits["eval"], features["eval"]) if has_eval else None,
         precision=precision,
-        group_by_length=cfg.train.group_by_length,
+        group_by_length=group_by_length(cfg, task),
+        packing=packing,
     )
     route_logs_to_stderr(trainer, quiet=quiet)
+    batching = "packed" if packing else "length-grouped" if trainer.group_by_length else "random"
     info(
         f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
-        f"{cfg.train.epochs:g} epoch(s), backbone {cfg.model.backbone}"
+        f"{cfg.train.epochs:g} epoch(s), {batching} batches, backbone {cfg.model.backbone}"
     )
     started = time.perf_counter()
-    with no_hf_progress_bars():
+    with no_hf_progress_bars(), cpu_buffers_kept(device):
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics: dict[str, Any] = {
-        "train": {**result.metrics, "wall_seconds": round(time.perf_counter() - started, 2)}
+        "train": {
+            **result.metrics,
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "batching": batching,
+        }
     }
     if budget is not None and budget.stopped_early:
         metrics["train"]["stopped_by_max_minutes"] = True

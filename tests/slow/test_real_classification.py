@@ -40,7 +40,10 @@ def test_sst2_4000_sentences_2_epochs(tmp_path: Path) -> None:
     run = taskhead.train(config, quiet=True)
     accuracy = run.metrics["eval"]["accuracy"]
     assert run.metrics["eval"]["per_class"]["0"]["support"] == 428
-    assert accuracy >= 0.83, accuracy
+    # seed spread measured here (2026-11-26, seeds 42, 1, 2, 3): packed batches (the default) 0.8245, 0.8372,
+    # 0.8314, 0.8463; the same random batches unpacked 0.8417, 0.8394, 0.8349, 0.8303: 0.82 is the
+    # reference (0.837) less that spread; a broken run sits near the majority class (0.51)
+    assert accuracy >= 0.82, accuracy
     # the reloaded predictor scores the dev file to the same figure, in input order
     reloaded = taskhead.load(run.run_dir).evaluate(folder / "dev.tsv")["accuracy"]
     assert reloaded == pytest.approx(accuracy, abs=0.003)

@@ -55,6 +55,7 @@ def _sorted_labels(labels: set[str]) -> list[str]:
 class ClassificationTask:
     name: ClassVar[str] = "classification"
     Options: ClassVar[type[BaseModel]] = ClassificationOptions
+    packing: ClassVar[bool] = True  # trains on packed rows (taskhead.packing) where the model supports it
     truncated_message: ClassVar[str] = (
         "{n} of {total} examples are longer than model.max_length={max_length} and were truncated "
         "(task.long_texts=sliding_window avoids that)"

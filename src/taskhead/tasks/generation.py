@@ -72,6 +72,9 @@ class GenerationTask:
     sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
     model_computes_loss: ClassVar[bool] = True  # the model shifts labels itself (decoder inputs)
     reports_perplexity: ClassVar[bool] = True  # exp of the mean target-token loss, next to the loss
+    # Random batch order unless train.group_by_length says otherwise: on SciTLDR length-grouped batches
+    # trained to ROUGE-1 23.6 against 28.1 in random order (benchmarks/README.md), at 1.8x the peer's speed.
+    group_by_length: ClassVar[bool] = False
     lost_message: ClassVar[str] = (
         "{n} of {total} targets are longer than task.max_target_length and were cut for the loss "
         "(metrics use the whole references)"
