@@ -17,6 +17,11 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def process_count() -> int:
+    """How many processes the run has (torchrun and ``--nproc`` set WORLD_SIZE); 1 when alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @cache
 def err_console() -> Console:
     # in a multi-process run only rank 0 talks: the other ranks would repeat every line

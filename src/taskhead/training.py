@@ -191,9 +191,10 @@ def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
     """``train.packing`` as set (refused where it cannot run), or by default on where the task trains on
     packed rows (classification), the model supports it, the run is one process and ``group_by_length`` is
     not explicitly on."""
+    from taskhead.console import process_count
     from taskhead.packing import unsupported_reason
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = process_count() > 1
     if cfg.train.packing is None:
         return (
             getattr(task, "packing", False)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +78,9 @@ def gathers_across_devices(options: Any) -> bool:
     choice = getattr(options, "gather_across_devices", None)
     if choice is not None:
         return bool(choice)
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from taskhead.console import process_count
+
+    return process_count() > 1
 
 
 def make_loss(
