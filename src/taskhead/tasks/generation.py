@@ -9,7 +9,8 @@ Three model families, chosen from the backbone (``architecture: auto``) or by na
 
 Training uses the model's own loss (labels shifted inside the model). Evaluation and prediction generate
 with the configured decoding settings and an explicit ``max_new_tokens``; metrics are ROUGE, BLEU and chrF
-on detokenized text against every reference (SQuAD EM/F1 too for abstractive QA).
+on detokenized text against every reference, tokenized for the script of the references or as
+``metrics_tokenize`` says (SQuAD EM/F1 too for abstractive QA).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks.base import Example, Features, SplitSummary
@@ -64,6 +65,21 @@ class GenerationOptions(BaseModel):
     top_k: int = Field(50, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = Field(None, description="Sampling seed (reproducible samples).")
+    metrics_tokenize: str = Field(
+        "auto",
+        description="Tokenizer of BLEU and ROUGE: `auto` (from the script of the references), or one of "
+        "sacrebleu's: 13a, intl, zh, char, ja-mecab, ko-mecab, flores101, flores200, spm, none.",
+    )
+
+    @field_validator("metrics_tokenize")
+    @classmethod
+    def _tokenizer_available(cls, value: str) -> str:
+        from taskhead.generation_metrics import tokenizer_problem
+
+        problem = tokenizer_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class GenerationTask:
@@ -427,11 +443,11 @@ class GenerationTask:
         return predictions
 
     def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
-        from taskhead.generation_metrics import bleu, rouge
+        from taskhead.generation_metrics import text_metrics
 
         hyps = [p["generated"] for p in predictions]
         refs = [ex["targets"] for ex in examples]
-        metrics: dict[str, Any] = {**rouge(hyps, refs), **bleu(hyps, refs)}
+        metrics: dict[str, Any] = text_metrics(hyps, refs, tokenize=self.options.metrics_tokenize)
         if self.qa:
             from taskhead.squad_metrics import squad_scores
 
