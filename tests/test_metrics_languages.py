@@ -4,8 +4,11 @@ unrounded scores, the SQuAD v2 threshold search over tied differences, untyped c
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from conftest import generation_records, run_cli, tiny_config, write_jsonl
@@ -20,6 +23,9 @@ from taskhead.generation_metrics import (
     text_metrics,
     tokenizer_problem,
 )
+from taskhead.tasks.base import Features
+from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
+from taskhead.tasks.embedding import EmbeddingOptions, EmbeddingTask
 from taskhead.tasks.generation import GenerationOptions, GenerationTask
 
 # Long enough for BLEU's 4-grams in every tokenization.
@@ -173,3 +179,69 @@ def test_cli_records_the_tokenizer_in_metrics_json(tiny_generators: dict[str, Pa
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     evaluated = metrics.get("eval", metrics)
     assert evaluated["bleu_tokenize"] == "intl" and evaluated["rouge_tokenizer"] == "words+porter"
+
+
+# ---------------------------------------------------------------------- orderings on unrounded scores
+
+
+def _logits(probability: float) -> list[float]:
+    """Two-class logits whose softmax gives label "1" ``probability``."""
+    return [0.0, math.log(probability / (1 - probability))]
+
+
+class _StubPredictor:
+    """Stands in for ``taskhead.load(run)``: a classification task decoding fixed logits per document."""
+
+    def __init__(self, logits_by_text: dict[str, list[float]]) -> None:
+        self.task = ClassificationTask(ClassificationOptions(), labels=["0", "1"])
+        self.labels = self.task.labels
+        self.logits_by_text = logits_by_text
+
+    def predict(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        outputs = np.array([self.logits_by_text[text] for _, text in pairs], dtype=np.float32)
+        features = Features(inputs=[], example_index=list(range(len(pairs))))
+        return self.task.decode(outputs, features, [{} for _ in pairs])
+
+
+def test_classification_scores_keep_confident_differences() -> None:
+    predictions = _StubPredictor({"a": _logits(0.99999991), "b": _logits(0.99999993)}).predict(
+        [("q", "a"), ("q", "b")]
+    )
+    a, b = (p["scores"]["1"] for p in predictions)
+    assert a == pytest.approx(0.99999991, abs=2e-9) and b == pytest.approx(0.99999993, abs=2e-9)
+    assert a < b
+
+
+def test_rerank_orders_confident_scores_unrounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskhead
+    from taskhead.retrieval.rerank import Reranker
+
+    stub = _StubPredictor({"a": _logits(0.99999991), "b": _logits(0.99999993), "c": _logits(0.5)})
+    monkeypatch.setattr(taskhead, "load", lambda *args, **kwargs: stub)
+    reranker = Reranker("stub-run")
+    hits = [{"id": doc, "text": doc, "score": 1.0 - i / 10} for i, doc in enumerate("abc")]
+    reranked = reranker.rerank(["q"], [hits], k=3)[0]
+    assert [h["id"] for h in reranked] == ["b", "a", "c"]  # rounded to 6 places, a and b tied: a, b, c
+    assert reranked[0]["score"] > reranked[1]["score"]
+    assert [h["retrieval_score"] for h in reranked] == [0.9, 1.0, 0.8]
+
+
+def _unit_at(angle: float) -> np.ndarray:
+    return np.array([math.cos(angle), math.sin(angle)])
+
+
+def test_embedding_metrics_rank_unrounded_cosines() -> None:
+    """Cosines 1 - 1e-8 and 1 - 4e-8 (angles 1.41e-4 and 2.83e-4): equal when rounded to 6 places."""
+    task = EmbeddingTask(EmbeddingOptions())
+    anchor, near, far = _unit_at(0.0), _unit_at(math.sqrt(2e-8)), _unit_at(math.sqrt(8e-8))
+    features = Features(inputs=[], example_index=[0, 1])
+    triplets = task.decode([np.stack([anchor, near, far]), np.stack([anchor, far, near])], features, [{}, {}])
+    assert triplets[0]["score"] > triplets[0]["negative_scores"][0]
+    accuracy = task.score(triplets, [{"kind": "triplets"}, {"kind": "triplets"}])["triplet_accuracy"]
+    assert accuracy == 0.5  # the first triplet wins, the second loses (rounded: both lose)
+
+    pairs = task.decode([np.stack([anchor, near]), np.stack([anchor, far])], features, [{}, {}])
+    labelled = [{"kind": "labelled", "label": 1}, {"kind": "labelled", "label": 0}]
+    metrics = task.score(pairs, labelled)
+    assert metrics["accuracy"] == 1.0 and metrics["f1"] == 1.0  # a threshold between the two cosines
+    assert metrics["accuracy_threshold"] == pairs[0]["score"]

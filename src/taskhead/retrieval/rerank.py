@@ -9,8 +9,9 @@ The run reads ``(query, document text)`` pairs. The relevance score of a pair is
 4. for a run with exactly two labels, the probability of the second one in the run's label order
    (``0``/``1`` sort numerically; ``irrelevant``/``relevant`` alphabetically);
 
-otherwise an error asks for ``label``. Hits are re-ordered by that score (ties keep the retrieval order);
-each keeps its first-stage score as ``retrieval_score``.
+otherwise an error asks for ``label``. Hits are re-ordered by that score, unrounded: the classification run's
+probabilities are not rounded, so a confident model's 0.99999991 and 0.99999993 do not tie (ties keep the
+retrieval order); each keeps its first-stage score as ``retrieval_score``.
 """
 
 from __future__ import annotations

@@ -382,7 +382,9 @@ class ClassificationTask:
                 ]
             else:
                 pred["label"] = self.labels[int(row.argmax())]
-            pred["scores"] = {lbl: round(float(p), 6) for lbl, p in zip(self.labels, row, strict=True)}
+            # Unrounded: re-ranking and any other ordering of these scores must tell a confident model's
+            # 0.99999991 from its 0.99999993 (rounded to 6 places both are 1.0 and tie).
+            pred["scores"] = {lbl: float(p) for lbl, p in zip(self.labels, row, strict=True)}
             predictions.append(pred)
         return predictions
 

@@ -437,9 +437,10 @@ class EmbeddingTask:
             if len(vectors) == 1:
                 pred["embedding"] = vectors[0].tolist()
             else:
-                pred["score"] = round(_cosine(vectors[0], vectors[1]), 6)
+                # Unrounded: score() ranks and thresholds these (rounded, near scores would tie).
+                pred["score"] = _cosine(vectors[0], vectors[1])
             if len(vectors) > 2:
-                pred["negative_scores"] = [round(_cosine(vectors[0], v), 6) for v in vectors[2:]]
+                pred["negative_scores"] = [_cosine(vectors[0], v) for v in vectors[2:]]
             if ranks is not None:
                 pred["rank"] = int(ranks[i])
             predictions.append(pred)
