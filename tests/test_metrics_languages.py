@@ -23,10 +23,12 @@ from taskhead.generation_metrics import (
     text_metrics,
     tokenizer_problem,
 )
+from taskhead.squad_metrics import best_null_threshold
 from taskhead.tasks.base import Features
 from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
 from taskhead.tasks.embedding import EmbeddingOptions, EmbeddingTask
 from taskhead.tasks.generation import GenerationOptions, GenerationTask
+from taskhead.tasks.question_answering import QuestionAnsweringOptions, QuestionAnsweringTask
 
 # Long enough for BLEU's 4-grams in every tokenization.
 SAME = {
@@ -245,3 +247,61 @@ def test_embedding_metrics_rank_unrounded_cosines() -> None:
     metrics = task.score(pairs, labelled)
     assert metrics["accuracy"] == 1.0 and metrics["f1"] == 1.0  # a threshold between the two cosines
     assert metrics["accuracy_threshold"] == pairs[0]["score"]
+
+
+# ---------------------------------------------------------------------- SQuAD v2 no-answer threshold
+
+
+def official_find_best_thresh(differences: list[float], gains: list[float]) -> float | None:
+    """``evaluate-v2.0.py``'s ``find_best_thresh``, one question at a time in sorted order."""
+    best_score = score = 0.0
+    best = None
+    for i in sorted(range(len(differences)), key=lambda i: differences[i]):
+        score += gains[i]
+        if score > best_score:
+            best_score, best = score, differences[i]
+    return best
+
+
+def total_gain(differences: list[float], gains: list[float], threshold: float | None) -> float:
+    """What a threshold really gains: every question with difference <= threshold answered."""
+    return sum(g for d, g in zip(differences, gains, strict=True) if threshold is not None and d <= threshold)
+
+
+TIED = [0.5, 0.5, 0.7]  # the first two tie
+TIED_GAINS = [1.0, -1.0, 2 / 3]  # answering: right span, a span for an unanswerable question, a partial span
+
+
+def test_threshold_search_takes_tied_differences_as_one_step() -> None:
+    official = official_find_best_thresh(TIED, TIED_GAINS)
+    assert official == 0.5 and total_gain(TIED, TIED_GAINS, official) == 0.0  # it claimed 1.0
+    threshold, total = best_null_threshold(TIED, TIED_GAINS)
+    assert threshold == 0.7 and total == pytest.approx(2 / 3)
+    assert total_gain(TIED, TIED_GAINS, threshold) == pytest.approx(total)
+    for candidate in [None, *TIED]:  # no threshold does better
+        assert total_gain(TIED, TIED_GAINS, candidate) <= total + 1e-12
+
+
+def test_threshold_search_edges() -> None:
+    assert best_null_threshold([0.3, 0.1], [-1.0, -0.5]) == (None, 0.0)  # abstaining is best
+    assert best_null_threshold([0.1, math.inf], [1.0, 0.0]) == (0.1, 1.0)
+    assert best_null_threshold([math.inf], [0.0]) == (None, 0.0)
+    assert best_null_threshold([], []) == (None, 0.0)
+    assert best_null_threshold([0.2, 0.2, 0.2], [1.0, -1.0, 0.5]) == (0.2, 0.5)
+    assert best_null_threshold([0.1, 0.2], [1.0, 0.0]) == (0.2, 1.0)  # equal totals: the larger threshold
+    with pytest.raises(ValueError, match=r"differ in length: 1 differences, 2 gains"):
+        best_null_threshold([0.1], [1.0, 2.0])
+
+
+def test_question_answering_tunes_the_threshold_over_tied_differences(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task = QuestionAnsweringTask(QuestionAnsweringOptions(), no_answer=True)
+    examples = [
+        {"context": "Paris is big", "answers": [("Paris", 0)]},  # span right: gain 1
+        {"context": "Paris is big", "answers": [], "is_impossible": True},  # span given: gain -1
+        {"context": "a big town", "answers": [("big city", 2)]},  # span "big": F1 2/3
+    ]
+    candidates = [([(2.0, 0, 5)], 2.5), ([(1.0, 0, 5)], 1.5), ([(3.0, 2, 5)], 3.75)]  # diffs 0.5, 0.5, 0.75
+    monkeypatch.setattr(task, "_candidates", lambda *args: candidates)
+    assert task.fit_on_eval([], Features(inputs=[], example_index=[]), examples) == {"null_threshold": 0.75}

@@ -4,15 +4,18 @@ Figures equal those of the official SQuAD v1.1 script (``evaluate-v1.1.py``) to 
 normalisation, the same arithmetic in the same order, the same averages on the 0-100 scale. The SQuAD
 v2.0 additions (``evaluate-v2.0.py``) cover unanswerable questions, whose gold is ``[""]``: predicting an
 answer that normalises to nothing scores 1 (exact match and F1), anything else 0; the scores are then also
-reported separately for questions with and without an answer. Pure Python, no torch.
+reported separately for questions with and without an answer. ``best_null_threshold`` is v2.0's search for
+the no-answer threshold, with tied score differences taken as one step. Pure Python, no torch.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -110,6 +113,43 @@ def squad_scores(predictions: Mapping[str, str], gold: Mapping[str, list[str]]) 
         result.update(_averages((s for q, s in scores.items() if q not in no_answer), "has_answer_"))
         result.update(_averages((s for q, s in scores.items() if q in no_answer), "no_answer_"))
     return result
+
+
+def best_null_threshold(differences: Sequence[float], gains: Sequence[float]) -> tuple[float | None, float]:
+    """The no-answer threshold that maximises the summed gain over the questions it lets answer.
+
+    A question is answered when its ``difference`` (null score minus best span score, in logits) is at
+    most the threshold, else "no answer" is predicted; its ``gain`` is what answering instead of abstaining
+    adds to its score (e.g. F1 of the span minus F1 of the empty answer). Questions are taken in order of
+    difference, and tied differences as one step: a threshold answers all of them or none.
+    ``evaluate-v2.0.py``'s ``find_best_thresh`` adds them one at a time, so a tie group whose first
+    question gains and the next loses yields a threshold whose claimed total no threshold achieves, and it
+    can miss the best one. A difference of ``inf`` (a question without any span) is never answered.
+
+    Returns:
+        ``(threshold, total gain)``: the best threshold, one of the ``differences`` (the largest of equally
+        good ones), or ``None`` with total 0.0 when answering nothing is better than any threshold (or
+        no difference is finite).
+
+    Raises:
+        ValueError: ``differences`` and ``gains`` differ in length, or a difference is NaN.
+    """
+    if len(differences) != len(gains):
+        raise ValueError(
+            f"differences and gains differ in length: {len(differences)} differences, {len(gains)} gains"
+        )
+    if any(math.isnan(d) for d in differences):
+        raise ValueError("differences: expected numbers (null score - best span score), found NaN")
+    best: tuple[float | None, float] = (None, 0.0)
+    total = 0.0
+    ordered = sorted(zip(differences, gains, strict=True), key=lambda pair: pair[0])
+    for difference, group in itertools.groupby(ordered, key=lambda pair: pair[0]):
+        if math.isinf(difference) and difference > 0:
+            break
+        total += sum(gain for _, gain in group)
+        if total >= best[1]:  # equal totals: the larger threshold, not withholding answers that cost nothing
+            best = (float(difference), total)
+    return best
 
 
 def squad_gold(records: Iterable[QARecord]) -> dict[str, list[str]]:

@@ -375,7 +375,7 @@ class QuestionAnsweringTask:
         """Choose the null threshold that maximises F1 on the eval set (SQuAD v2's best-threshold search)."""
         if not (self.allow_no_answer and self.options.tune_null_threshold):
             return {}
-        from taskhead.squad_metrics import question_scores
+        from taskhead.squad_metrics import best_null_threshold, question_scores
 
         diffs, gain = [], []
         for ex, (cands, null) in zip(
@@ -386,18 +386,11 @@ class QuestionAnsweringTask:
             diffs.append(null - cands[0][0] if cands else np.inf)
             # what answering (instead of abstaining) gains on this question
             gain.append(question_scores(span, gold)[1] - question_scores("", gold)[1])
-        order = np.argsort(diffs)
-        diffs_sorted, gains = np.asarray(diffs)[order], np.asarray(gain)[order]
-        # threshold t answers the questions with diff <= t: total = sum(gain of answered) + constant
-        totals = np.concatenate([[0.0], np.cumsum(gains)])
-        best = int(np.argmax(totals))
-        finite = diffs_sorted[np.isfinite(diffs_sorted)]
-        if best == 0:
-            threshold = float(finite[0] - 1.0) if len(finite) else self.options.null_threshold
-        else:
-            threshold = (
-                float(diffs_sorted[best - 1]) if np.isfinite(diffs_sorted[best - 1]) else float(finite[-1])
-            )
+        # tied differences are one step (best_null_threshold): a threshold answers all of them or none
+        threshold, _ = best_null_threshold(diffs, gain)
+        if threshold is None:  # answer nothing: below the smallest difference
+            finite = [d for d in diffs if np.isfinite(d)]
+            threshold = float(min(finite) - 1.0) if finite else self.options.null_threshold
         self.null_threshold = threshold
         return {"null_threshold": threshold}
 
