@@ -11,9 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import generation_records, run_cli, tiny_config, write_jsonl
+from conftest import generation_records, ner_records, run_cli, tiny_config, write_conll, write_jsonl
 from pydantic import ValidationError
 
+import taskhead
+from taskhead.config import DataConfig
+from taskhead.errors import DataError
+from taskhead.evaluation import tagging_metrics
 from taskhead.generation_metrics import (
     ROUGE_TYPES,
     RougeTokenizer,
@@ -24,11 +28,25 @@ from taskhead.generation_metrics import (
     tokenizer_problem,
 )
 from taskhead.squad_metrics import best_null_threshold
+from taskhead.tagging import (
+    UNTYPED,
+    continuation,
+    convert,
+    detect_scheme,
+    entities,
+    invalid_positions,
+    join_tag,
+    repair,
+    seqeval_tags,
+    split_tag,
+    type_name,
+)
 from taskhead.tasks.base import Features
 from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
 from taskhead.tasks.embedding import EmbeddingOptions, EmbeddingTask
 from taskhead.tasks.generation import GenerationOptions, GenerationTask
 from taskhead.tasks.question_answering import QuestionAnsweringOptions, QuestionAnsweringTask
+from taskhead.tasks.token_classification import TokenClassificationOptions, TokenClassificationTask
 
 # Long enough for BLEU's 4-grams in every tokenization.
 SAME = {
@@ -305,3 +323,101 @@ def test_question_answering_tunes_the_threshold_over_tied_differences(
     candidates = [([(2.0, 0, 5)], 2.5), ([(1.0, 0, 5)], 1.5), ([(3.0, 2, 5)], 3.75)]  # diffs 0.5, 0.5, 0.75
     monkeypatch.setattr(task, "_candidates", lambda *args: candidates)
     assert task.fit_on_eval([], Features(inputs=[], example_index=[]), examples) == {"null_threshold": 0.75}
+
+
+# ---------------------------------------------------------------------- untyped chunk tags
+
+
+@pytest.mark.parametrize(
+    ("sequences", "scheme"),
+    [
+        ([["B", "I", "O", "B"], ["O", "O"]], "iob2"),
+        ([["I", "I", "O", "I", "B"]], "iob1"),  # chunks start with I; B only between adjacent chunks
+        ([["B", "I", "E", "O", "S"]], "bioes"),
+        ([["B", "I", "O", "NN"]], "plain"),  # another unprefixed tag: POS-style tags
+        ([["B-PER", "I-PER", "O", "B"]], "iob2"),
+    ],
+)
+def test_untyped_chunk_tags_are_an_entity_scheme(sequences: list[list[str]], scheme: str) -> None:
+    assert detect_scheme(sequences) == scheme
+
+
+def test_untyped_bilou_is_refused_with_its_renaming() -> None:
+    with pytest.raises(DataError, match=r"found 'U'; rename L to E and U to S \(BIOES\)"):
+        detect_scheme([["U", "O", "B", "L"]])
+
+
+def test_untyped_chunks_decode_and_reencode_untyped() -> None:
+    assert split_tag("B") == ("B", "") and join_tag("B", "") == "B" and join_tag("B", "X") == "B-X"
+    assert entities(["B", "I", "O", "I", "B", "I"], "iob2") == [("", 0, 2), ("", 3, 4), ("", 4, 6)]
+    assert entities(["S", "B", "I", "E", "O"], "bioes") == [("", 0, 1), ("", 1, 4)]
+    assert repair(["O", "I", "I", "O"], "iob2") == ["O", "B", "I", "O"]
+    assert convert(["B", "I", "O", "B"], "iob2", "bioes") == ["B", "E", "O", "S"]
+    assert convert(["I", "I", "B", "O"], "iob1", "iob2") == ["B", "I", "B", "O"]
+    assert invalid_positions(["O", "I", "B", "O"], "bioes") == [1, 2]
+    assert continuation("B", "iob2") == "I"
+    assert seqeval_tags(["B", "I", "O", "B-PER"], "iob2") == ["B-CHUNK", "I-CHUNK", "O", "B-PER"]
+    assert type_name("") == UNTYPED == "CHUNK" and type_name("PER") == "PER"
+
+
+def test_untyped_chunk_metrics_by_hand() -> None:
+    gold = [["B", "I", "O", "B", "O"], ["O", "B", "I", "I"]]  # chunks (0,2) (3,4); (1,4)
+    pred = [["B", "I", "O", "O", "O"], ["O", "B", "I", "O"]]  # chunks (0,2) right; (1,3) wrong
+    metrics = tagging_metrics(gold, pred, "iob2")
+    assert metrics["precision"] == pytest.approx(1 / 2)  # 1 of 2 predicted chunks
+    assert metrics["recall"] == pytest.approx(1 / 3)  # 1 of 3 gold chunks
+    assert metrics["f1"] == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))  # 0.4
+    assert metrics["entities"] == 3 and metrics["accuracy"] == pytest.approx(7 / 9)
+    assert set(metrics["per_type"]) == {"CHUNK"} and metrics["per_type"]["CHUNK"]["support"] == 3
+
+    bioes = tagging_metrics(
+        [["S", "O", "B", "E"]], [["S", "O", "B", "I"]], "bioes"
+    )  # strict: B I is no chunk
+    assert bioes["precision"] == 1.0 and bioes["recall"] == pytest.approx(1 / 2)
+
+
+def test_untyped_chunks_are_predicted_as_entities_with_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = TokenClassificationTask(TokenClassificationOptions())
+    examples = [{"tokens": ["deep", "learning", "for", "keyphrase", "extraction"], "tags": list("BIOBI")}]
+    task.prepare({"train": examples}, DataConfig())
+    assert (task.source_scheme, task.scheme, task.default_metric) == ("iob2", "iob2", "f1")
+    index = {tag: i for i, tag in enumerate(task.labels)}
+    probs = np.full((5, len(task.labels)), 0.1)
+    for word, tag in enumerate("BIOBI"):
+        probs[word, index[tag]] = 0.8
+    monkeypatch.setattr(task, "word_probabilities", lambda *args: [probs])
+    (pred,) = task.decode([], Features(inputs=[], example_index=[]), examples)
+    assert pred["tags"] == list("BIOBI")
+    assert pred["entities"] == [
+        {"type": "CHUNK", "text": "deep learning", "start": 0, "end": 13, "words": [0, 2], "score": 0.8},
+        {
+            "type": "CHUNK",
+            "text": "keyphrase extraction",
+            "start": 18,
+            "end": 38,
+            "words": [3, 5],
+            "score": 0.8,
+        },
+    ]
+    assert task.score([pred], examples)["f1"] == 1.0
+    summary = task.summarize("train", examples, None)
+    assert summary.distribution == {"CHUNK": 2}
+
+
+def test_keyphrase_data_trains_with_chunk_metrics(tiny_backbone: Path, tmp_path: Path) -> None:
+    records = [
+        {**r, "tags": [t if t == "O" else t[0] for t in r["tags"]]} for r in ner_records(12)
+    ]  # B-PER/I-LOC... -> B/I: untyped keyphrase-style chunks
+    data = {
+        "train": write_conll(tmp_path / "train.conll", records),
+        "eval": write_conll(tmp_path / "eval.conll", records[:4]),
+    }
+    config = tiny_config(tiny_backbone, data, tmp_path / "run", task="token-classification")
+    config["train"]["max_steps"] = 2
+    run = taskhead.train(config, quiet=True)
+    metrics = run.metrics["eval"]
+    assert set(metrics["per_type"]) == {"CHUNK"} and metrics["entities"] == 8
+    assert {"precision", "recall", "f1"} <= set(metrics)
+    (pred,) = taskhead.load(run.run_dir).predict([{"tokens": records[0]["tokens"]}])
+    assert set(pred["tags"]) <= {"B", "I", "O"}
+    assert all(e["type"] == "CHUNK" for e in pred["entities"])

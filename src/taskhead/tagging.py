@@ -1,8 +1,10 @@
 """Tag schemes of token classification: IOB1, IOB2, BIOES and plain (POS) tags.
 
 Entity tags are ``O`` or ``P-TYPE`` where the prefix ``P`` is ``B``/``I`` (IOB1, IOB2) or
-``B``/``I``/``E``/``S`` (BIOES). ``plain`` tags (UPOS, PTB POS such as ``NN|SYM``, ``$``, ``(``) carry no
-prefix and form no spans.
+``B``/``I``/``E``/``S`` (BIOES). A prefix alone (``B``, ``I``, ``E``, ``S``: untyped chunk tags, as in
+keyphrase data) is a chunk of one type, the empty type ``""`` here, reported as ``UNTYPED`` (``CHUNK``) in
+metrics and predicted entities (``type_name``). ``plain`` tags (UPOS, PTB POS such as ``NN|SYM``, ``$``,
+``(``) carry no prefix and form no spans.
 
 Entities are decoded leniently, the way conlleval and seqeval's default mode do, so the same decoder serves
 IOB1, IOB2 and BIOES; ``repair`` and ``convert`` decode and re-encode. BILOU (``L-``/``U-``) is not
@@ -20,13 +22,27 @@ ENTITY_SCHEMES = ("iob1", "iob2", "bioes")
 
 _PREFIXES = {"iob1": ("B", "I"), "iob2": ("B", "I"), "bioes": ("B", "I", "E", "S")}
 _OUTSIDE: tuple[str, str | None] = ("O", None)
+UNTYPED = "CHUNK"  # the reported type of untyped chunk tags (B, I, E, S)
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:
-    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", None)``; an unprefixed tag -> ``(tag, None)``."""
+    """``"B-PER"`` -> ``("B", "PER")``; untyped ``"B"`` -> ``("B", "")``; ``"O"`` -> ``("O", None)``; any
+    other tag (no ``B-``/``I-``/``E-``/``S-`` prefix) -> ``(tag, None)``."""
     if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIES":
         return tag[0], tag[2:]
+    if tag in ("B", "I", "E", "S"):
+        return tag, ""
     return tag, None
+
+
+def join_tag(prefix: str, type_: str) -> str:
+    """Tag of ``prefix`` and entity ``type_``: ``("B", "PER")`` -> ``"B-PER"``; ``("B", "")`` -> ``"B"``."""
+    return f"{prefix}-{type_}" if type_ else prefix
+
+
+def type_name(type_: str) -> str:
+    """The reported name of an entity type: ``UNTYPED`` (``CHUNK``) for untyped chunks, else ``type_``."""
+    return type_ or UNTYPED
 
 
 def _check_scheme(scheme: str, *, entity: bool = False) -> None:
@@ -39,12 +55,13 @@ def _check_scheme(scheme: str, *, entity: bool = False) -> None:
 def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
     """The scheme of the tag sequences of a data set.
 
-    ``plain`` when some non-``O`` tag lacks a ``B-``/``I-``/``E-``/``S-`` prefix; ``bioes`` when an ``E-`` or
-    ``S-`` tag occurs; ``iob1`` when more entities start with ``I-`` (after ``O``, another type or the start
-    of a sentence) than with ``B-``; otherwise ``iob2`` (also when there are no entities at all).
+    ``plain`` when some non-``O`` tag lacks a ``B-``/``I-``/``E-``/``S-`` prefix and is not a bare ``B``,
+    ``I``, ``E`` or ``S`` (untyped chunk tags, which count as prefixed); ``bioes`` when an ``E``/``E-`` or
+    ``S``/``S-`` tag occurs; ``iob1`` when more entities start with ``I-`` (after ``O``, another type or the
+    start of a sentence) than with ``B-``; otherwise ``iob2`` (also when there are no entities at all).
 
     Raises:
-        DataError: BILOU tags (``L-``/``U-`` prefixes), with the renaming to BIOES.
+        DataError: BILOU tags (``L-``/``U-`` prefixes, or bare ``L``/``U``), with the renaming to BIOES.
     """
     b_starts = i_starts = 0
     has_e_or_s = False
@@ -57,7 +74,7 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
                 continue
             prefix, type_ = split_tag(tag)
             if type_ is None:
-                if len(tag) > 2 and tag[0] in "LU" and tag[1] == "-":
+                if (len(tag) > 2 and tag[0] in "LU" and tag[1] == "-") or tag in ("L", "U"):
                     bilou = bilou or tag
                     prev_type = tag[2:]
                     continue
@@ -70,10 +87,11 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
                 has_e_or_s = has_e_or_s or prefix in ("E", "S")
             prev_type = type_
     if bilou is not None:
+        dash_l, dash_e, dash_u, dash_s = ("L-", "E-", "U-", "S-") if len(bilou) > 1 else ("L", "E", "U", "S")
         raise DataError(
             [
                 f"tags: BILOU tags are not supported, expected O or B-/I-/E-/S- tags, found {bilou!r}; "
-                f"rename L- to E- and U- to S- (BIOES)"
+                f"rename {dash_l} to {dash_e} and {dash_u} to {dash_s} (BIOES)"
             ]
         )
     if has_e_or_s:
@@ -92,7 +110,8 @@ def _parse(tags: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def entities(tags: Sequence[str], scheme: str) -> list[tuple[str, int, int]]:
-    """Entity spans ``(type, start, end_exclusive)``, decoded leniently like conlleval.
+    """Entity spans ``(type, start, end_exclusive)``, decoded leniently like conlleval; ``type`` is ``""``
+    for untyped chunk tags (``type_name`` gives the reported name).
 
     An ``I-X`` after ``O`` or another type starts a new entity; a ``B-X`` or ``S-X`` always starts one; an
     entity ends before ``O``, ``B-``, ``S-``, another type, or after ``E-``/``S-``. A BIOES entity not
@@ -128,14 +147,15 @@ def _encode(spans: Sequence[tuple[str, int, int]], length: int, scheme: str) -> 
     for type_, start, end in spans:
         if scheme == "bioes":
             if end - start == 1:
-                out[start] = f"S-{type_}"
+                out[start] = join_tag("S", type_)
             else:
-                out[start:end] = [f"B-{type_}"] + [f"I-{type_}"] * (end - start - 2) + [f"E-{type_}"]
+                inside = [join_tag("I", type_)] * (end - start - 2)
+                out[start:end] = [join_tag("B", type_), *inside, join_tag("E", type_)]
         else:
-            out[start:end] = [f"I-{type_}"] * (end - start)
+            out[start:end] = [join_tag("I", type_)] * (end - start)
             # IOB1 writes B- only where an entity directly follows one of the same type.
             if scheme == "iob2" or (start == prev_end and type_ == prev_type):
-                out[start] = f"B-{type_}"
+                out[start] = join_tag("B", type_)
         prev_end, prev_type = end, type_
     return out
 
@@ -213,7 +233,7 @@ def continuation(tag: str, scheme: str) -> str:
     if scheme != "plain":
         prefix, type_ = split_tag(tag)
         if prefix == "B" and type_ is not None:
-            return f"I-{type_}"
+            return join_tag("I", type_)
     return tag
 
 
@@ -235,6 +255,11 @@ def seqeval_scheme(scheme: str) -> type | None:
 
 
 def seqeval_tags(tags: Sequence[str], scheme: str) -> list[str]:
-    """Tags ready for seqeval with ``seqeval_scheme(scheme)``: IOB1 converted to IOB2, others as they are."""
+    """Tags ready for seqeval with ``seqeval_scheme(scheme)``: IOB1 converted to IOB2, untyped chunk tags
+    given the type ``UNTYPED`` (``B`` -> ``B-CHUNK``, so that seqeval reports that name), others as they are.
+    """
     _check_scheme(scheme)
-    return convert(tags, "iob1", "iob2") if scheme == "iob1" else list(tags)
+    out = convert(tags, "iob1", "iob2") if scheme == "iob1" else list(tags)
+    if scheme == "plain":
+        return out
+    return [join_tag(tag, UNTYPED) if split_tag(tag)[1] == "" else tag for tag in out]

@@ -374,7 +374,7 @@ class TokenClassificationTask:
         return warnings
 
     def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
-        from taskhead.tagging import entities
+        from taskhead.tagging import entities, type_name
 
         dist: Counter[str] = Counter()
         for ex in examples:
@@ -383,7 +383,7 @@ class TokenClassificationTask:
             if self.scheme == "plain":
                 dist.update(ex["tags"])
             else:
-                dist.update(kind for kind, _, _ in entities(ex["tags"], self.scheme or "iob2"))
+                dist.update(type_name(kind) for kind, _, _ in entities(ex["tags"], self.scheme or "iob2"))
         return SplitSummary(
             name, len(examples), 0, features.windowed if features else 0, dict(dist.most_common())
         )
@@ -554,7 +554,7 @@ class TokenClassificationTask:
     def decode(
         self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]
     ) -> list[dict[str, Any]]:
-        from taskhead.tagging import entities
+        from taskhead.tagging import entities, type_name
 
         predictions = []
         for ex, probs in zip(
@@ -569,7 +569,7 @@ class TokenClassificationTask:
                 text, offsets = _text_and_offsets(ex)
                 pred["entities"] = [
                     {
-                        "type": kind,
+                        "type": type_name(kind),  # CHUNK for untyped chunk tags (B, I, ...)
                         "text": text[offsets[s][0] : offsets[e - 1][1]],
                         "start": offsets[s][0],
                         "end": offsets[e - 1][1],
