@@ -421,3 +421,10 @@ def test_keyphrase_data_trains_with_chunk_metrics(tiny_backbone: Path, tmp_path:
     (pred,) = taskhead.load(run.run_dir).predict([{"tokens": records[0]["tokens"]}])
     assert set(pred["tags"]) <= {"B", "I", "O"}
     assert all(e["type"] == "CHUNK" for e in pred["entities"])
+
+
+def test_char_rouge_keeps_combining_marks_with_their_letter() -> None:
+    assert RougeTokenizer("char").tokenize("สวัสดี hi") == ["ส", "วั", "ส", "ดี", "h", "i"]
+    assert rouge(["สวัสดีครับ"], [["สวัสดีค่ะ"]])["rouge1"] == pytest.approx(
+        100 * 8 / 13
+    )  # 4 shared of 7 and 6 clusters

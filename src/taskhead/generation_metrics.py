@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +29,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 TOKENIZE_CHOICES = (
     "auto", "13a", "intl", "zh", "char", "ja-mecab", "ko-mecab", "flores101", "flores200", "spm", "none"
 )  # fmt: skip
-# sacrebleu tokenizers that ROUGE uses as they are (others: ROUGE splits words on its own).
+# sacrebleu tokenizers whose text ROUGE splits into words on its own (the others segment it first).
 _WORD_TOKENIZERS = ("13a", "intl")
 # Latin (with ASCII), Cyrillic and Greek use sacrebleu's default; WMT scores them with 13a.
 _SCRIPTS = {
@@ -71,7 +71,7 @@ def _patterns() -> dict[str, Any]:
     # its ``\w`` leaves out combining marks, which splits Devanagari words.
     import regex
 
-    return {"word": regex.compile(r"[\p{L}\p{M}\p{N}]+")} | {
+    return {"word": regex.compile(r"[\p{L}\p{M}\p{N}]+"), "grapheme": regex.compile(r"\X")} | {
         name: regex.compile(pattern) for name, pattern in _SCRIPTS.items()
     }
 
@@ -150,11 +150,12 @@ def resolve_tokenize(tokenize: str, references: list[list[str]]) -> str:
 class RougeTokenizer:
     """Unicode-aware tokens for ``rouge_score.rouge_scorer.RougeScorer(tokenizer=...)``.
 
-    Lower-cased text is split (for the segmenting tokenizers ``zh``, ``ja-mecab``, ``char``, ... first by
-    sacrebleu's tokenizer of that name) into words: runs of Unicode letters, combining marks and digits;
-    other characters separate words and are dropped. Words of more than 3 ASCII letters or digits go
-    through the Porter stemmer, as in rouge-score, whose own tokens (``[a-z0-9]+``) these equal on ASCII
-    text; the stemmer is English, so words of other scripts are left as they are.
+    Lower-cased text is split (for the segmenting tokenizers ``zh``, ``ja-mecab``, ... first by sacrebleu's
+    tokenizer of that name) into words: runs of Unicode letters, combining marks and digits; other
+    characters separate words and are dropped. ``char`` makes each user-perceived character (grapheme
+    cluster: a letter with its combining marks, as in Thai or Devanagari) a word. Words of more than 3
+    ASCII letters or digits go through the Porter stemmer, as in rouge-score, whose own tokens
+    (``[a-z0-9]+``) these equal on ASCII text; the stemmer is English, so other words are left as they are.
 
     Attributes:
         name: what metrics record as ``rouge_tokenizer``: ``words+porter`` (``13a``, ``intl``) or
@@ -164,8 +165,10 @@ class RougeTokenizer:
     def __init__(self, tokenize: str = "13a") -> None:
         from nltk.stem import porter
 
-        self.segmenter = None
-        if tokenize not in _WORD_TOKENIZERS:
+        self.segmenter: Callable[[str], str] | None = None
+        if tokenize == "char":
+            self.segmenter = self._graphemes
+        elif tokenize not in _WORD_TOKENIZERS:
             from sacrebleu.metrics.bleu import _get_tokenizer
 
             self.segmenter = _get_tokenizer(tokenize)()
@@ -182,6 +185,10 @@ class RougeTokenizer:
         if self.segmenter is not None:
             text = self.segmenter(text)
         return [self._stem(w) for w in self._word.findall(text)]
+
+    def _graphemes(self, text: str) -> str:
+        """``text`` with a space between grapheme clusters (sacrebleu's ``char`` splits off marks)."""
+        return " ".join(_patterns()["grapheme"].findall(text))
 
 
 def one_sentence_per_line(text: str) -> str:
