@@ -233,7 +233,6 @@ def test_classification_scores_keep_confident_differences() -> None:
 
 
 def test_rerank_orders_confident_scores_unrounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import taskhead
     from taskhead.retrieval.rerank import Reranker
 
     stub = _StubPredictor({"a": _logits(0.99999991), "b": _logits(0.99999993), "c": _logits(0.5)})
