@@ -131,6 +131,11 @@ class TaskheadTrainer(Trainer):
         self.precision = precision
         self.packing = packing  # random batches computed on packed rows (taskhead.packing)
         self.group_by_length = group_by_length and not packing
+        shifts = getattr(task, "loss_shifts_labels", None)
+        if shifts is not None and self.compute_loss_func is not None:
+            # The Trainer counts num_items_in_batch (the accumulated batch's targets) over labels[..., 1:]
+            # only for models it recognises as causal LMs; the task's loss says whether it shifts labels.
+            self._loss_shifts_labels = bool(shifts)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         if not self.group_by_length or self.train_features is None:
@@ -146,6 +151,8 @@ class TaskheadTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        if self.compute_loss_func is not None and "labels" in inputs and "decoder_input_ids" not in inputs:
+            inputs = _with_decoder_inputs(self.accelerator.unwrap_model(model), inputs)
         # packed only on the unwrapped model (a DDP wrapper must see the forward call to reduce gradients)
         if not (self.packing and model.training and self.accelerator.unwrap_model(model) is model):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -186,6 +193,17 @@ class TaskheadTrainer(Trainer):
         self.log(flat)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)
         return flat
+
+
+def _with_decoder_inputs(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """An encoder-decoder model builds its decoder inputs from ``labels``; the Trainer hands labels to the
+    task's loss function instead of the model, so build them here (the model's own shift rule)."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return inputs
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is None:
+        return inputs
+    return {**inputs, "decoder_input_ids": prepare(labels=inputs["labels"])}
 
 
 def training_arguments(

@@ -70,7 +70,10 @@ class GenerationTask:
     name: ClassVar[str] = "generation"
     Options: ClassVar[type[BaseModel]] = GenerationOptions
     sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
-    model_computes_loss: ClassVar[bool] = True  # the model shifts labels itself (decoder inputs)
+    # Training loss: ``loss`` below from the logits, normalised by the accumulated batch's target-token count
+    # (``num_items_in_batch``), not the model's own per-micro-batch mean, which gradient accumulation would
+    # multiply by the accumulation steps (encoder-decoder models get their decoder inputs from the labels).
+    model_computes_loss: ClassVar[bool] = False
     reports_perplexity: ClassVar[bool] = True  # exp of the mean target-token loss, next to the loss
     # Random batch order unless train.group_by_length says otherwise: on SciTLDR length-grouped batches
     # trained to ROUGE-1 23.6 against 28.1 in random order (benchmarks/README.md), at 1.8x the peer's speed.
@@ -96,6 +99,11 @@ class GenerationTask:
     @property
     def causal(self) -> bool:
         return self.architecture == "decoder-only"
+
+    @property
+    def loss_shifts_labels(self) -> bool:
+        """Whether ``loss`` predicts ``labels[:, 1:]`` (decoder-only): the target count skips position 0."""
+        return self.causal
 
     # ------------------------------------------------------------------ reading
 

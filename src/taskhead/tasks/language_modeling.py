@@ -87,7 +87,9 @@ class MaskingCollator:
 class LanguageModelingTask:
     name: ClassVar[str] = "language-modeling"
     Options: ClassVar[type[BaseModel]] = LanguageModelingOptions
-    model_computes_loss: ClassVar[bool] = True
+    # Training loss: ``loss`` below, normalised by the accumulated batch's target-token count
+    # (``num_items_in_batch``); a model's own mean loss would be multiplied by the accumulation steps.
+    model_computes_loss: ClassVar[bool] = False
     reports_perplexity: ClassVar[bool] = True
     truncated_message: ClassVar[str] = (
         "{n} of {total} texts are longer than the block size and were cut (prediction scores whole blocks)"
@@ -106,6 +108,11 @@ class LanguageModelingTask:
     @property
     def masked(self) -> bool:
         return self.objective == "mlm"
+
+    @property
+    def loss_shifts_labels(self) -> bool:
+        """Whether ``loss`` predicts ``labels[:, 1:]`` (causal LM): the target count skips position 0."""
+        return not self.masked
 
     # ------------------------------------------------------------------ reading
 
