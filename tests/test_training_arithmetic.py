@@ -5,6 +5,7 @@ and run directory report what was actually trained and tuned."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,14 @@ from conftest import (
     generation_records,
     ner_records,
     qa_records,
+    run_cli,
+    sentiment_records,
     tiny_config,
     write_jsonl,
 )
 
 import taskhead
+from taskhead.errors import ConfigError
 
 # ---------------------------------------------------------------- dropout-free tiny backbones
 
@@ -209,3 +213,121 @@ def test_gradient_accumulation_equals_the_same_effective_batch(
     whole = _first_step(cfg, tmp_path, batch_size=4, accumulation=1)
     accumulated = _first_step(cfg, tmp_path, batch_size=2, accumulation=2)
     assert accumulated == pytest.approx(whole, rel=1e-4), (case, whole, accumulated)
+
+
+# ---------------------------------------------------------------- train.metric: name and direction
+
+
+def _sentiment(tmp: Path, backbone: Path | str, **train: object) -> dict:
+    data = {
+        "train": write_jsonl(tmp / "train.jsonl", sentiment_records(1)),
+        "eval": write_jsonl(tmp / "eval.jsonl", sentiment_records(1)),
+    }
+    cfg = tiny_config(Path(backbone), data, tmp / "run")
+    cfg["train"].update(train)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("metric", "hint"),
+    [
+        ("perplexity", ""),
+        ("acuracy", "; did you mean accuracy?"),
+        ("eval_macro_f1", "; did you mean macro_f1?"),
+    ],
+)
+def test_unknown_metric_is_refused_before_any_model_loads(tmp_path: Path, metric: str, hint: str) -> None:
+    # the backbone does not exist: the error can only be the metric's, raised before any model is loaded
+    cfg = _sentiment(tmp_path, tmp_path / "no-such-backbone", metric=metric)
+    expected = (
+        f"train.metric: '{metric}' is not a metric the classification task reports during evaluation with "
+        f"these options and data; expected one of: loss, accuracy, macro_f1, micro_f1, weighted_f1{hint}"
+    )
+    with pytest.raises(ConfigError) as info:
+        taskhead.train(cfg, quiet=True)
+    assert str(info.value) == expected
+    with pytest.raises(ConfigError) as info:
+        taskhead.validate(cfg)
+    assert str(info.value) == expected
+
+
+def test_cli_validate_and_train_refuse_an_unknown_metric(tmp_path: Path, tiny_backbone: Path) -> None:
+    cfg = _sentiment(tmp_path, tiny_backbone)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(cfg), encoding="utf-8")  # JSON is YAML
+    for command in ("validate", "train"):
+        result = run_cli(command, str(path), "train.metric=hamming_loss")
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "train.metric: 'hamming_loss' is not a metric the classification task reports" in result.stderr
+        assert not (tmp_path / "run" / "model").exists()
+    multi = _sentiment(tmp_path, tiny_backbone)
+    rows = [{"text": r["text"], "labels": [r["label"]]} for r in sentiment_records(1)]
+    multi["data"] = {"train": str(write_jsonl(tmp_path / "multi.jsonl", rows))}
+    multi["task"] = {"name": "classification", "multi_label": True}
+    path.write_text(json.dumps(multi), encoding="utf-8")
+    assert run_cli("validate", str(path), "train.metric=hamming_loss").returncode == 0
+
+
+def _task_for(name: str, **options: object) -> object:
+    from taskhead.config import RunConfig
+    from taskhead.tasks import build_task
+
+    return build_task(RunConfig(task={"name": name, **options}).task)
+
+
+def test_metrics_follow_the_task_options_and_data() -> None:
+    from taskhead.tasks.base import LOWER_IS_BETTER
+
+    multi = _task_for("classification", multi_label=True).eval_metrics([])
+    assert multi["hamming_loss"] is False and multi["micro_f1"] is True
+    assert "accuracy" not in multi and "accuracy" in _task_for("classification").eval_metrics([])
+    qa = _task_for("question-answering")
+    v1 = [{"answers": [("x", 0)]}]
+    v2 = [*v1, {"answers": [], "is_impossible": True}]
+    assert set(qa.eval_metrics(v1)) == {"exact_match", "f1"}
+    assert {"has_answer_f1", "no_answer_exact_match"} <= set(qa.eval_metrics(v2))
+    gen = _task_for("generation")
+    assert "f1" not in gen.eval_metrics([]) and "bleu" in gen.eval_metrics([])
+    gen.qa = True
+    assert {"exact_match", "f1"} <= set(gen.eval_metrics([]))
+    assert set(_task_for("language-modeling", objective="clm").eval_metrics([])) == {"perplexity"}
+    assert "accuracy" in _task_for("language-modeling", objective="mlm").eval_metrics([])
+    assert {"loss", "perplexity", "hamming_loss"} == LOWER_IS_BETTER
+
+
+@pytest.mark.parametrize(
+    "task", ["classification", "token-classification", "question-answering", "embedding", "generation"]
+)
+def test_every_default_metric_is_a_reported_one(task: str, tiny_backbone: Path, tmp_path: Path) -> None:
+    from conftest import tiny_run_config
+
+    from taskhead.config import selection_metric
+
+    report = taskhead.validate(tiny_run_config(task, tiny_backbone, tmp_path))
+    metric, greater = selection_metric(report.config, report.task, report.splits["eval"])
+    assert metric == report.task.default_metric and greater is True
+
+
+def test_lower_is_better_metric_keeps_the_lowest_checkpoint(
+    backbones: dict[str, Path], tmp_path: Path
+) -> None:
+    text = "good movie\nthe plot was very bad and the actor was awful\ngreat film\nsad story of war\n" * 3
+    (tmp_path / "train.txt").write_text(text, encoding="utf-8")
+    data = {"train": tmp_path / "train.txt", "eval": tmp_path / "train.txt"}
+    cfg = tiny_config(backbones["gpt2"], data, tmp_path / "run", task="language-modeling")
+    cfg["train"].update(
+        epochs=3,
+        metric="perplexity",
+        save_strategy="epoch",
+        learning_rate=3e-3,
+        device="cpu",
+        warmup_ratio=0.0,
+    )
+    run = taskhead.train(cfg, quiet=True)
+    evals = [h for h in run.metrics["history"] if "eval_perplexity" in h]
+    assert len(evals) == 3
+    best = min(evals, key=lambda h: h["eval_perplexity"])
+    meta = json.loads((run.run_dir / "taskhead.json").read_text())
+    assert meta["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert best["step"] != evals[0]["step"]  # training lowered it: the worst (first) one is not kept

@@ -13,7 +13,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
 from taskhead.evaluation import scalar_metrics
-from taskhead.inference import forward_outputs
+from taskhead.inference import add_loss, forward_outputs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -187,9 +187,8 @@ class TaskheadTrainer(Trainer):
         examples, features = self.eval_split
         outputs, loss = self.run_split(examples, features)
         metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
+        add_loss(metrics, loss, self.task)  # the loss, and perplexity where the task reports one
         flat = {f"{metric_key_prefix}_{k}": v for k, v in scalar_metrics(metrics).items()}
-        if loss is not None:
-            flat[f"{metric_key_prefix}_loss"] = loss
         self.log(flat)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)
         return flat
@@ -214,8 +213,11 @@ def training_arguments(
     device: torch.device,
     precision: str,
     metric: str,
+    greater_is_better: bool,
     quiet: bool,
 ) -> TrainingArguments:
+    """The Trainer's arguments; ``metric`` (logged as ``eval_<metric>``) and its direction pick the
+    checkpoint that is loaded at the end when evaluation and saving share a schedule."""
     t = config.train
     eval_strategy = t.eval_strategy if has_eval else "no"
     best = eval_strategy != "no" and t.save_strategy == eval_strategy
@@ -241,7 +243,7 @@ def training_arguments(
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=best,
         metric_for_best_model=f"eval_{metric}" if best else None,
-        greater_is_better=not metric.endswith("loss") if best else None,
+        greater_is_better=greater_is_better if best else None,
         logging_steps=t.logging_steps,
         report_to="none",
         dataloader_num_workers=t.num_workers,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskhead.config import RunConfig, save_config
+from taskhead.config import RunConfig, save_config, selection_metric
 from taskhead.console import info, print_table, summary_table, warn
 from taskhead.data.splits import validate
 from taskhead.errors import ConfigError, RunDirError
@@ -306,7 +306,8 @@ def train(
     if cfg.model.freeze_embeddings:
         freeze_input_embeddings(model)
     packing = use_packing(cfg, task, model)
-    metric = cfg.train.metric or task.default_metric
+    # checked again now that the model is known (language modeling's objective auto), before any step
+    metric, greater_is_better = selection_metric(cfg, task, splits.get("eval") or splits["train"])
     has_eval = "eval" in splits
     args = training_arguments(
         cfg,
@@ -315,6 +316,7 @@ def train(
         device=device,
         precision=precision,
         metric=metric,
+        greater_is_better=greater_is_better,
         quiet=quiet,
     )
     callbacks = []

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -95,6 +95,12 @@ class GenerationTask:
     @property
     def default_metric(self) -> str:
         return "rougeL"
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        from taskhead.generation_metrics import ROUGE_TYPES
+
+        names = [*ROUGE_TYPES, "bleu", "chrf"]
+        return directions(*names, *(("exact_match", "f1") if self.qa else ()))
 
     @property
     def causal(self) -> bool:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.backbones import backbone_dir
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +104,11 @@ class LanguageModelingTask:
     @property
     def default_metric(self) -> str:
         return "loss"
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        # before the backbone is read, objective auto may still become a masked LM (which reports accuracy)
+        masked = self.masked if self.objective else self.options.objective in ("mlm", "auto")
+        return directions("perplexity", *(("accuracy",) if masked else ()))
 
     @property
     def masked(self) -> bool:
