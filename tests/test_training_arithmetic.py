@@ -331,3 +331,59 @@ def test_lower_is_better_metric_keeps_the_lowest_checkpoint(
     meta = json.loads((run.run_dir / "taskhead.json").read_text())
     assert meta["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
     assert best["step"] != evals[0]["step"]  # training lowered it: the worst (first) one is not kept
+
+
+# ---------------------------------------------------------------- decoder-only budgets
+
+LONG = " ".join(["the very good film"] * 8)  # 32 words: longer than the model's 16 positions
+
+
+def test_decoder_only_encoding_fits_the_positions(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from taskhead.config import ModelConfig
+
+    backbone = _gpt2(tmp_path / "gpt2-16", n_positions=16)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    task = _task_for("generation", architecture="decoder-only", max_new_tokens=4, max_target_length=64)
+    model = ModelConfig(backbone=str(backbone), max_length=64)  # more than the 16 positions
+    examples = [
+        {"_where": "a", "source": LONG, "targets": ["pos"]},  # long prompt
+        {"_where": "b", "source": "good movie", "targets": [LONG]},  # long target
+        {"_where": "c", "source": "bad movie", "targets": ["neg"]},  # fits
+    ]
+    features = task.encode(examples, tokenizer, model)
+    assert max(features.lengths()) == 16
+    assert (features.truncated, features.lost) == (2, 1)  # the long target leaves one prompt token
+    first, second, third = features.inputs
+    assert first["input_ids"][-2:] == [tokenizer.convert_tokens_to_ids("pos"), tokenizer.eos_token_id]
+    assert second["labels"][0] == -100 and second["labels"][-1] == tokenizer.eos_token_id  # 1 prompt token
+    assert len(third["input_ids"]) < 16 and task.prompt_room == 12
+    unlabelled = task.encode([{"_where": "d", "source": LONG}], tokenizer, model)
+    assert unlabelled.truncated == 1 and len(unlabelled.inputs[0]["input_ids"]) <= 16
+    with pytest.raises(
+        ConfigError, match=r"task.max_new_tokens: 16 leaves no room for a prompt in 16 tokens"
+    ):
+        _task_for("generation", architecture="decoder-only", max_new_tokens=16).encode(
+            examples, tokenizer, model
+        )
+
+
+def test_decoder_only_trains_and_predicts_on_long_prompts_and_targets(tmp_path: Path) -> None:
+    backbone = _gpt2(tmp_path / "gpt2-16", n_positions=16)
+    rows = [
+        {"source": LONG, "target": "pos"},
+        {"source": "good movie", "target": LONG},
+        {"source": "bad movie", "target": "neg"},
+        {"source": "sad story", "target": "neg"},
+    ]
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "eval": tmp_path / "train.jsonl"}
+    task = {"name": "generation", "architecture": "decoder-only", "max_new_tokens": 6}
+    cfg = tiny_config(backbone, data, tmp_path / "run", task=task)
+    cfg["model"]["max_length"] = 16
+    cfg["train"].update(max_steps=2, batch_size=2, device="cpu", eval_strategy="no")
+    run = taskhead.train(cfg, quiet=True)  # used to fail with an index error in the position embeddings
+    assert "rougeL" in run.metrics["eval"]
+    predictor = run.load(device="cpu")
+    (pred,) = predictor.predict([LONG])
+    assert len(predictor.tokenizer(pred["generated"], add_special_tokens=False)["input_ids"]) <= 6
