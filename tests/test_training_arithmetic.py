@@ -387,3 +387,85 @@ def test_decoder_only_trains_and_predicts_on_long_prompts_and_targets(tmp_path: 
     predictor = run.load(device="cpu")
     (pred,) = predictor.predict([LONG])
     assert len(predictor.tokenizer(pred["generated"], add_special_tokens=False)["input_ids"]) <= 6
+
+
+# ---------------------------------------------------------------- what the console and run directory report
+
+
+def test_max_steps_reports_the_epochs_actually_trained(
+    tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # 20 rows in batches of 8: 3 steps per epoch, so 1 step is a third of an epoch
+    cfg = _sentiment(tmp_path, tiny_backbone, max_steps=1, epochs=3, eval_strategy="no")
+    run = taskhead.train(cfg, quiet=True)
+    assert run.metrics["train"]["steps"] == 1
+    assert run.metrics["train"]["epochs_trained"] == pytest.approx(1 / 3, abs=1e-4)
+    err = capsys.readouterr().err
+    assert "at most 1 optimizer steps (train.max_steps; train.epochs is not used)" in err
+    assert "trained 1 optimizer steps = 0.3333 epoch(s) (train.max_steps=1)" in err
+    assert " 3 epoch" not in err
+    assert "model/: the weights after the last step (1); no best-checkpoint pick: no evaluation" in err
+    card = (run.run_dir / "README.md").read_text()
+    assert "- trained 1 optimizer steps = 0.3333 epochs (planned: max_steps 1)" in card
+    assert "epochs 3" not in card
+    meta = json.loads((run.run_dir / "taskhead.json").read_text())
+    assert meta["model_weights"]["chosen"] == "last" and meta["trained"]["steps"] == 1
+
+
+def test_best_checkpoint_is_printed_and_recorded(
+    tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cfg = _sentiment(tmp_path, tiny_backbone, epochs=2, save_strategy="epoch", metric="loss")
+    run = taskhead.train(cfg, quiet=True)
+    evals = [h for h in run.metrics["history"] if "eval_loss" in h]
+    best = min(evals, key=lambda h: h["eval_loss"])
+    meta = json.loads((run.run_dir / "taskhead.json").read_text())
+    assert meta["model_weights"] == {
+        "chosen": "best",
+        "metric": "eval_loss",
+        "value": best["eval_loss"],
+        "greater_is_better": False,
+        "step": best["step"],
+        "checkpoint": f"checkpoint-{best['step']}",
+    }
+    value, step = f"{best['eval_loss']:.4f}", best["step"]
+    line = f"model/: the best checkpoint by eval_loss (lower is better): {value} at step {step}"
+    assert line in capsys.readouterr().err
+    assert (
+        line.replace("): ", "), ").replace("model/: the", "- model/: the")
+        in (run.run_dir / "README.md").read_text()
+    )
+
+
+def test_thresholds_tuned_on_eval_are_reported_and_scored_on_test(
+    tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rows = [{"text": r["text"], "labels": [r["label"]]} for r in sentiment_records(1)]
+    rows += [{"text": "good and bad movie", "labels": ["pos", "neg"]}, {"text": "the plot", "labels": []}]
+    data = {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows * 2),
+        "eval": write_jsonl(tmp_path / "eval.jsonl", rows),
+        "test": write_jsonl(tmp_path / "test.jsonl", rows[::-1][:15]),
+    }
+    task = {"name": "classification", "multi_label": True, "tune_thresholds": True}
+    cfg = tiny_config(tiny_backbone, data, tmp_path / "run", task=task)
+    cfg["train"].update(epochs=2, eval_strategy="no")
+    run = taskhead.train(cfg, quiet=True)
+    tuned = run.metrics["tuned_on_eval"]
+    assert (
+        set(tuned["thresholds"]) == {"neg", "pos"}
+        and "eval metrics are measured on the data" in tuned["note"]
+    )
+    assert "micro_f1" in run.metrics["eval_before_tuning"]
+    err = capsys.readouterr().err
+    assert "eval metrics (" in err and "the split the thresholds were tuned on" in err
+    assert "thresholds tuned on the eval split: the eval metrics above are on that same split" in err
+    assert "the test metrics use the tuned values on held-out data" in err
+    # the test metrics are those of the saved model with its tuned thresholds
+    predictor = run.load(device="cpu")
+    assert predictor.task.thresholds == list(tuned["thresholds"].values())
+    again = predictor.evaluate(data["test"])
+    assert again["micro_f1"] == pytest.approx(run.metrics["test"]["micro_f1"])
+    card = (run.run_dir / "README.md").read_text()
+    assert "- eval (on the split the tuned values below were tuned on):" in card
+    assert "- tuned on the eval split: thresholds" in card and "the test metrics use them" in card
