@@ -61,13 +61,16 @@ def test_decoder_only_loss_is_masked_on_the_prompt(tiny_generators: dict[str, Pa
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_generators["gpt2"])
-    task = GenerationTask(GenerationOptions(prompt_template="{source} :"), architecture="decoder-only")
+    options = GenerationOptions(prompt_template="{source} :", max_new_tokens=8)  # 8 + prompt fit in 32
+    task = GenerationTask(options, architecture="decoder-only")
     ex = {"_where": "m", "source": "good movie", "targets": ["pos"]}
     (item,) = task.encode([ex], tokenizer, ModelConfig(max_length=32)).inputs
     prompt = tokenizer("good movie :")["input_ids"]
     assert item["input_ids"] == [*prompt, tokenizer.convert_tokens_to_ids("pos"), tokenizer.eos_token_id]
     assert item["labels"] == [-100] * len(prompt) + item["input_ids"][len(prompt) :]
-    task = GenerationTask(GenerationOptions(train_on_prompt=True), architecture="decoder-only")
+    task = GenerationTask(
+        GenerationOptions(train_on_prompt=True, max_new_tokens=8), architecture="decoder-only"
+    )
     (item,) = task.encode([ex], tokenizer, ModelConfig(max_length=32)).inputs
     assert item["labels"] == item["input_ids"]
 

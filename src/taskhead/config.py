@@ -184,7 +184,12 @@ class TrainConfig(_Section):
     save_steps: int | None = Field(None, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without improvement.")
-    metric: str | None = Field(None, description="Metric for best-model selection; default: the task's.")
+    metric: str | None = Field(
+        None,
+        description="Metric that picks the best checkpoint (the one that becomes model/): one the task "
+        "reports during evaluation, e.g. accuracy, f1, rougeL, loss, perplexity; its direction is known "
+        "(loss, perplexity, hamming_loss: lower is better). Default: the task's.",
+    )
     group_by_length: bool | None = Field(
         None,
         description="Length-grouped batches in shuffled order; default (null): the task's choice "
@@ -406,3 +411,35 @@ def save_config(config: RunConfig, path: Path) -> None:
     from taskhead.rundir import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))
+
+
+# ---------------------------------------------------------------- train.metric
+
+
+def selection_metric(config: RunConfig, task: Any, eval_examples: list[dict[str, Any]]) -> tuple[str, bool]:
+    """``train.metric`` (or the task's default) checked against what the task reports during evaluation.
+
+    Args:
+        config: the run configuration.
+        task: the task, prepared on the data (its options and what the data showed decide its metrics).
+        eval_examples: the eval split's examples (the training split's where there is no eval split).
+
+    Returns:
+        ``(metric, greater_is_better)``: the name the Trainer logs as ``eval_<metric>``, and its direction.
+
+    Raises:
+        ConfigError: the metric is not one the task reports; the message lists the valid ones.
+    """
+    reported: dict[str, bool] = {"loss": False}  # every labelled evaluation logs its mean loss
+    if getattr(task, "reports_perplexity", False):
+        reported["perplexity"] = False
+    reported.update(task.eval_metrics(eval_examples))
+    metric = config.train.metric or task.default_metric
+    if metric not in reported:
+        close = difflib.get_close_matches(metric.removeprefix("eval_"), list(reported), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"train.metric: {metric!r} is not a metric the {task.name} task reports during evaluation with "
+            f"these options and data; expected one of: {', '.join(reported)}{hint}"
+        )
+    return metric, reported[metric]

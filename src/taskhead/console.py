@@ -58,3 +58,47 @@ def summary_table(summaries: list[SplitSummary], max_labels: int = 12, *, encode
 
 def print_table(table: Any, *, stdout: bool = False) -> None:
     (Console(highlight=False, quiet=process_rank() > 0) if stdout else err_console()).print(table)
+
+
+# ---------------------------------------------------------------- what training did
+
+
+def schedule_text(cfg: Any) -> str:
+    """The planned length of training, as the console states it before training."""
+    if cfg.train.max_steps is not None:
+        return f"at most {cfg.train.max_steps} optimizer steps (train.max_steps; train.epochs is not used)"
+    return f"{cfg.train.epochs:g} epoch(s)"
+
+
+def trained_text(trained: dict[str, Any], cfg: Any) -> str:
+    """What training did: optimizer steps and the epochs they amount to (0.6 with a short max_steps)."""
+    text = f"trained {trained['steps']} optimizer steps = {trained['epochs_trained']:.4g} epoch(s)"
+    if cfg.train.max_steps is not None:
+        text += f" (train.max_steps={cfg.train.max_steps})"
+    return text
+
+
+def weights_text(weights: dict[str, Any]) -> str:
+    """Which weights became ``model/``: the best checkpoint by the metric, or the last step's and why."""
+    if weights["chosen"] == "best":
+        direction = "higher" if weights["greater_is_better"] else "lower"
+        return (
+            f"model/: the best checkpoint by {weights['metric']} ({direction} is better): "
+            f"{weights['value']:.4f} at step {weights['step']}"
+        )
+    return (
+        f"model/: the weights after the last step ({weights['step']}); no best-checkpoint pick: "
+        f"{weights['why']}"
+    )
+
+
+def tuned_text(metrics: dict[str, Any]) -> str:
+    """That values tuned on the eval split (thresholds) make its metrics optimistic; where they are tested."""
+    tuned = ", ".join(k for k in metrics["tuned_on_eval"] if k != "note")
+    text = (
+        f"{tuned} tuned on the eval split: the eval metrics above are on that same split (optimistic; "
+        f"metrics.json keeps eval_before_tuning)"
+    )
+    if "test" in metrics:
+        return text + "; the test metrics use the tuned values on held-out data"
+    return text + "; there is no test split to measure the tuned values on held-out data (data.test)"

@@ -90,6 +90,28 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _trained_lines(meta: dict[str, Any], train: dict[str, Any]) -> list[str]:
+    """The model card's lines on what was trained and which weights ``model/`` holds."""
+    planned = f"max_steps {train['max_steps']}" if train.get("max_steps") else f"{train['epochs']} epochs"
+    trained = meta.get("trained")
+    if not trained:  # a run written before these were recorded
+        return [f"- planned: {planned}"]
+    lines = [
+        f"- trained {trained['steps']} optimizer steps = {trained['epochs_trained']:.4g} epochs "
+        f"(planned: {planned})"
+    ]
+    weights = meta.get("model_weights") or {}
+    if weights.get("chosen") == "best":
+        direction = "higher" if weights["greater_is_better"] else "lower"
+        lines.append(
+            f"- model/: the best checkpoint by {weights['metric']} ({direction} is better), "
+            f"{weights['value']:.4f} at step {weights['step']}"
+        )
+    elif weights:
+        lines.append(f"- model/: the weights after the last step ({weights['step']}): {weights['why']}")
+    return lines
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -> str:
     """A short Markdown model card: what, how, how well, with which versions, and how to use it."""
     from taskhead.evaluation import scalar_metrics
@@ -117,7 +139,8 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -
         ],
         "",
         "## Training",
-        f"- epochs {train['epochs']}, batch size {train['batch_size']}, "
+        *_trained_lines(meta, train),
+        f"- batch size {train['batch_size']} x gradient accumulation {train['gradient_accumulation_steps']}, "
         f"learning rate {train['learning_rate']}, "
         f"warm-up {train['warmup_ratio']}, weight decay {train['weight_decay']}, seed {train['seed']}",
         f"- max_length {cfg['model']['max_length']}, pooling {cfg['model']['pooling']}, "
@@ -125,10 +148,20 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -
         "",
         "## Metrics",
     ]
+    tuned = metrics.get("tuned_on_eval")
     for split in ("eval", "test"):
         if split in metrics:
             flat = scalar_metrics(metrics[split])
-            lines.append(f"- {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in flat.items()))
+            where = (
+                " (on the split the tuned values below were tuned on)" if tuned and split == "eval" else ""
+            )
+            lines.append(f"- {split}{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in flat.items()))
+    if tuned:
+        values = ", ".join(f"{k} {v}" for k, v in tuned.items() if k != "note")
+        test = (
+            "the test metrics use them" if "test" in metrics else "there was no test split to score them on"
+        )
+        lines.append(f"- tuned on the eval split: {values}; {test}")
     lines += [
         "",
         "## Use",

@@ -13,7 +13,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
 from taskhead.evaluation import scalar_metrics
-from taskhead.inference import forward_outputs
+from taskhead.inference import add_loss, forward_outputs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -131,6 +131,11 @@ class TaskheadTrainer(Trainer):
         self.precision = precision
         self.packing = packing  # random batches computed on packed rows (taskhead.packing)
         self.group_by_length = group_by_length and not packing
+        shifts = getattr(task, "loss_shifts_labels", None)
+        if shifts is not None and self.compute_loss_func is not None:
+            # The Trainer counts num_items_in_batch (the accumulated batch's targets) over labels[..., 1:]
+            # only for models it recognises as causal LMs; the task's loss says whether it shifts labels.
+            self._loss_shifts_labels = bool(shifts)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         if not self.group_by_length or self.train_features is None:
@@ -146,6 +151,8 @@ class TaskheadTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        if self.compute_loss_func is not None and "labels" in inputs and "decoder_input_ids" not in inputs:
+            inputs = _with_decoder_inputs(self.accelerator.unwrap_model(model), inputs)
         # packed only on the unwrapped model (a DDP wrapper must see the forward call to reduce gradients)
         if not (self.packing and model.training and self.accelerator.unwrap_model(model) is model):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -180,12 +187,22 @@ class TaskheadTrainer(Trainer):
         examples, features = self.eval_split
         outputs, loss = self.run_split(examples, features)
         metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
+        add_loss(metrics, loss, self.task)  # the loss, and perplexity where the task reports one
         flat = {f"{metric_key_prefix}_{k}": v for k, v in scalar_metrics(metrics).items()}
-        if loss is not None:
-            flat[f"{metric_key_prefix}_loss"] = loss
         self.log(flat)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)
         return flat
+
+
+def _with_decoder_inputs(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """An encoder-decoder model builds its decoder inputs from ``labels``; the Trainer hands labels to the
+    task's loss function instead of the model, so build them here (the model's own shift rule)."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return inputs
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is None:
+        return inputs
+    return {**inputs, "decoder_input_ids": prepare(labels=inputs["labels"])}
 
 
 def training_arguments(
@@ -196,8 +213,11 @@ def training_arguments(
     device: torch.device,
     precision: str,
     metric: str,
+    greater_is_better: bool,
     quiet: bool,
 ) -> TrainingArguments:
+    """The Trainer's arguments; ``metric`` (logged as ``eval_<metric>``) and its direction pick the
+    checkpoint that is loaded at the end when evaluation and saving share a schedule."""
     t = config.train
     eval_strategy = t.eval_strategy if has_eval else "no"
     best = eval_strategy != "no" and t.save_strategy == eval_strategy
@@ -223,7 +243,7 @@ def training_arguments(
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=best,
         metric_for_best_model=f"eval_{metric}" if best else None,
-        greater_is_better=not metric.endswith("loss") if best else None,
+        greater_is_better=greater_is_better if best else None,
         logging_steps=t.logging_steps,
         report_to="none",
         dataloader_num_workers=t.num_workers,

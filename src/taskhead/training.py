@@ -9,8 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskhead.config import RunConfig, save_config
-from taskhead.console import info, print_table, summary_table, warn
+from taskhead.config import RunConfig, save_config, selection_metric
+from taskhead.console import (
+    info,
+    print_table,
+    schedule_text,
+    summary_table,
+    trained_text,
+    tuned_text,
+    warn,
+    weights_text,
+)
 from taskhead.data.splits import validate
 from taskhead.errors import ConfigError, RunDirError
 from taskhead.rundir import FORMAT_VERSION, META_FILE, atomic_write_json, atomic_write_text, replace_dir
@@ -270,7 +279,6 @@ def train(
     from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
     from taskhead.console import process_rank
     from taskhead.devices import cpu_buffers_kept, resolve_device, resolve_precision
-    from taskhead.inference import add_loss
     from taskhead.trainer import (
         ListDataset,
         TaskheadTrainer,
@@ -306,7 +314,8 @@ def train(
     if cfg.model.freeze_embeddings:
         freeze_input_embeddings(model)
     packing = use_packing(cfg, task, model)
-    metric = cfg.train.metric or task.default_metric
+    # checked again now that the model is known (language modeling's objective auto), before any step
+    metric, greater_is_better = selection_metric(cfg, task, splits.get("eval") or splits["train"])
     has_eval = "eval" in splits
     args = training_arguments(
         cfg,
@@ -315,6 +324,7 @@ def train(
         device=device,
         precision=precision,
         metric=metric,
+        greater_is_better=greater_is_better,
         quiet=quiet,
     )
     callbacks = []
@@ -350,7 +360,7 @@ def train(
     batching = "packed" if packing else "length-grouped" if trainer.group_by_length else "random"
     info(
         f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
-        f"{cfg.train.epochs:g} epoch(s), {batching} batches, backbone {cfg.model.backbone}"
+        f"{schedule_text(cfg)}, {batching} batches, backbone {cfg.model.backbone}"
     )
     started = time.perf_counter()
     with no_hf_progress_bars(), cpu_buffers_kept(device):
@@ -368,19 +378,13 @@ def train(
             f"training stopped after train.max_minutes={cfg.train.max_minutes:g} "
             f"(step {trainer.state.global_step})"
         )
+    trained, weights = _what_was_trained(trainer, metric)
+    metrics["train"].update(trained)
     if not trainer.is_world_process_zero():  # multi-process run: rank 0 scores and writes the run directory
         return Run(run_dir, cfg, metrics)
-    tuned: dict[str, Any] = {}
-    for name in ("eval", "test"):
-        if name not in splits:
-            continue
-        outputs, loss = trainer.run_split(splits[name], features[name], progress=f"scoring {name}")
-        if name == "eval":
-            tuned = task.fit_on_eval(outputs, features[name], splits[name])
-        metrics[name] = task.score(task.decode(outputs, features[name], splits[name]), splits[name])
-        add_loss(metrics[name], loss, task)
-    if tuned:
-        metrics["tuned_on_eval"] = tuned
+    info(trained_text(trained, cfg))
+    info(weights_text(weights))
+    metrics.update(_score_splits(trainer, task, splits, features))
     metrics["history"] = trainer.state.log_history
     with no_hf_progress_bars():
         _write_run(
@@ -395,15 +399,79 @@ def train(
                 "precision": precision,
                 "device": device.type,
                 "best_checkpoint": trainer.state.best_model_checkpoint,
+                "model_weights": weights,
+                "trained": trained,
                 "world_size": trainer.args.world_size,
             },
         )
     from taskhead.evaluation import metrics_table
 
+    tuned = "tuned_on_eval" in metrics
     for name in ("eval", "test"):
         if name in metrics:
-            print_table(metrics_table(metrics[name], f"{name} metrics ({run_dir})"))
+            where = " - the split the thresholds were tuned on" if tuned and name == "eval" else ""
+            print_table(metrics_table(metrics[name], f"{name} metrics ({run_dir}){where}"))
+    if tuned:
+        info(tuned_text(metrics))
     return Run(run_dir, cfg, metrics)
+
+
+def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What training did (optimizer steps, epochs as a fraction of the training set) and which weights
+    became ``model/``: the best checkpoint by the metric, or the last step's weights and why."""
+    state, args = trainer.state, trainer.args
+    trained = {"steps": state.global_step, "epochs_trained": round(float(state.epoch or 0.0), 4)}
+    best = state.best_model_checkpoint
+    if args.load_best_model_at_end and best is not None:
+        weights = {
+            "chosen": "best",
+            "metric": f"eval_{metric}",
+            "value": state.best_metric,
+            "greater_is_better": bool(args.greater_is_better),
+            "step": int(Path(best).name.rpartition("-")[2]),
+            "checkpoint": Path(best).name,
+        }
+        return trained, weights
+    if args.eval_strategy == "no":
+        why = "no evaluation during training (no eval split, or train.eval_strategy: no)"
+    elif not args.load_best_model_at_end:
+        why = "train.save_strategy differs from train.eval_strategy, so no checkpoint can be picked"
+    else:
+        why = "no checkpoint was evaluated"
+    return trained, {"chosen": "last", "step": state.global_step, "why": why}
+
+
+def _score_splits(
+    trainer: Any, task: Task, splits: dict[str, list[Example]], features: dict[str, Features]
+) -> dict[str, Any]:
+    """Final metrics of the eval and test splits. Post-processing the task tunes on the eval set
+    (multi-label thresholds, the QA null threshold) is tuned first, so the eval figures are on the tuning
+    set itself (``eval_before_tuning`` holds them with the configured values) and the test figures use the
+    tuned values on held-out data."""
+    from taskhead.inference import add_loss
+
+    metrics: dict[str, Any] = {}
+    for name in ("eval", "test"):
+        if name not in splits:
+            continue
+        examples, feats = splits[name], features[name]
+        outputs, loss = trainer.run_split(examples, feats, progress=f"scoring {name}")
+        metrics[name] = add_loss(task.score(task.decode(outputs, feats, examples), examples), loss, task)
+        if name != "eval":
+            continue
+        tuned = task.fit_on_eval(outputs, feats, examples)
+        if tuned:
+            metrics["eval_before_tuning"] = metrics["eval"]
+            metrics["eval"] = add_loss(
+                task.score(task.decode(outputs, feats, examples), examples), loss, task
+            )
+            metrics["tuned_on_eval"] = {
+                **tuned,
+                "note": "tuned on the eval split: the eval metrics are measured on the data the values "
+                "were tuned on (optimistic; eval_before_tuning has them with the configured values); the "
+                "test metrics, where there is a test split, use the tuned values on held-out data",
+            }
+    return metrics
 
 
 def _write_run(

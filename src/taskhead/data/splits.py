@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskhead.config import RunConfig, load_config
+from taskhead.config import RunConfig, load_config, selection_metric
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks import build_task
 from taskhead.tasks.base import Example, SplitSummary, Task
@@ -59,4 +59,5 @@ def validate(config: str | Path | dict[str, Any] | RunConfig, overrides: Any = N
     task = build_task(cfg.task)
     splits = read_splits(cfg, task)
     warnings = task.prepare(splits, cfg.data)
+    selection_metric(cfg, task, splits.get("eval") or splits["train"])  # train.metric: a reported one
     return ValidationReport(cfg, task, splits, warnings)

@@ -47,6 +47,14 @@ class SplitSummary:
     distribution: dict[str, int] = field(default_factory=dict)
 
 
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "hamming_loss"})
+
+
+def directions(*names: str) -> dict[str, bool]:
+    """Metric name -> whether a higher value is better (losses, perplexity, Hamming loss: lower)."""
+    return {name: name not in LOWER_IS_BETTER for name in names}
+
+
 class Task(Protocol):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]]
@@ -58,6 +66,12 @@ class Task(Protocol):
     @property
     def default_metric(self) -> str:
         """Metric used for best-model selection when the config names none (higher is better)."""
+        ...
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        """The scalar metrics ``score`` reports on these (eval) examples with the task's options, each
+        mapped to whether higher is better (``directions``); the loss is added by the caller. Counts
+        (tokens, questions) and tuned thresholds are not metrics."""
         ...
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskhead.data.readers import read_data_table
 from taskhead.data.validation import Problems, label_list, require_column, scalar_label, text_field
 from taskhead.errors import DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -81,6 +81,11 @@ class ClassificationTask:
     @property
     def default_metric(self) -> str:
         return "micro_f1" if self.options.multi_label else "accuracy"
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        if self.options.multi_label:
+            return directions("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss")
+        return directions("accuracy", "macro_f1", "micro_f1", "weighted_f1")
 
     def _label_column(self, data: DataConfig) -> str | int | None:
         if self.options.multi_label:

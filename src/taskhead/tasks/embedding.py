@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +48,12 @@ LOSS_FITS: dict[str, tuple[str, ...]] = {  # loss -> the kinds of training data 
 }
 DEFAULT_LOSS = {"scored": "cosent", "labelled": "contrastive", "triplets": "mnrl", "pairs": "mnrl"}
 IN_BATCH_NEGATIVES = ("mnrl", "cached-mnrl")
+EVAL_METRICS = {  # what score() reports per kind of eval data (thresholds are not metrics)
+    "scored": ("spearman", "pearson"),
+    "labelled": ("accuracy", "f1", "precision", "recall", "ap"),
+    "triplets": ("triplet_accuracy",),
+    "pairs": ("mrr", "accuracy_at_1", "accuracy_at_10"),
+}
 DEFAULT_METRIC = {"scored": "spearman", "labelled": "ap", "triplets": "triplet_accuracy", "pairs": "mrr"}
 
 
@@ -163,6 +169,10 @@ class EmbeddingTask:
     @property
     def default_metric(self) -> str:
         return DEFAULT_METRIC.get(self.eval_kind or self.kind or "scored", "spearman")
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        kind = (examples[0].get("kind") if examples else None) or self.eval_kind or self.kind or "scored"
+        return directions(*EVAL_METRICS[kind])
 
     # ------------------------------------------------------------------ data
 

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -86,14 +86,22 @@ class GenerationTask:
     name: ClassVar[str] = "generation"
     Options: ClassVar[type[BaseModel]] = GenerationOptions
     sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
-    model_computes_loss: ClassVar[bool] = True  # the model shifts labels itself (decoder inputs)
+    # Training loss: ``loss`` below from the logits, normalised by the accumulated batch's target-token count
+    # (``num_items_in_batch``), not the model's own per-micro-batch mean, which gradient accumulation would
+    # multiply by the accumulation steps (encoder-decoder models get their decoder inputs from the labels).
+    model_computes_loss: ClassVar[bool] = False
     reports_perplexity: ClassVar[bool] = True  # exp of the mean target-token loss, next to the loss
     # Random batch order unless train.group_by_length says otherwise: on SciTLDR length-grouped batches
     # trained to ROUGE-1 23.6 against 28.1 in random order (benchmarks/README.md), at 1.8x the peer's speed.
     group_by_length: ClassVar[bool] = False
     lost_message: ClassVar[str] = (
-        "{n} of {total} targets are longer than task.max_target_length and were cut for the loss "
-        "(metrics use the whole references)"
+        "{n} of {total} targets are longer than task.max_target_length (decoder-only: or the room in "
+        "model.max_length / the backbone's positions) and were cut for the loss (metrics use the whole "
+        "references)"
+    )
+    truncated_message: ClassVar[str] = (
+        "{n} of {total} sources are longer than model.max_length={max_length} allows (decoder-only: beside "
+        "their target or task.max_new_tokens, within the backbone's positions); the prompt's end was kept"
     )
 
     def __init__(
@@ -104,14 +112,27 @@ class GenerationTask:
         self.qa = qa
         self.labels: list[str] = []
         self.tokenizer: Any = None
+        self.prompt_room = 0  # decoder-only: prompt tokens kept for generation (set by encode)
+        self._positions: dict[str, int | None] = {}  # backbone directory -> its position embeddings
 
     @property
     def default_metric(self) -> str:
         return "rougeL"
 
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        from taskhead.generation_metrics import ROUGE_TYPES
+
+        names = [*ROUGE_TYPES, "bleu", "chrf"]
+        return directions(*names, *(("exact_match", "f1") if self.qa else ()))
+
     @property
     def causal(self) -> bool:
         return self.architecture == "decoder-only"
+
+    @property
+    def loss_shifts_labels(self) -> bool:
+        """Whether ``loss`` predicts ``labels[:, 1:]`` (decoder-only): the target count skips position 0."""
+        return self.causal
 
     # ------------------------------------------------------------------ reading
 
@@ -234,62 +255,93 @@ class GenerationTask:
             self.architecture = self._resolve_architecture(backbone_dir(tokenizer, model), model)
         limit = self.options.max_target_length
         labelled = bool(examples) and "targets" in examples[0]
-        inputs, meta, cut_sources, cut_targets = [], [], 0, 0
         if self.causal:
-            eos = tokenizer.eos_token_id
-            prompts = [self.options.prompt_template.format(source=ex["source"]) for ex in examples]
-            p_enc = tokenizer(prompts, truncation=False, verbose=False)["input_ids"]
-            t_enc = (
-                tokenizer([ex["targets"][0] for ex in examples], add_special_tokens=False, verbose=False)[
-                    "input_ids"
-                ]
-                if labelled
-                else [[] for _ in examples]
-            )
-            room = model.max_length
-            for prompt, target in zip(p_enc, t_enc, strict=True):
-                if len(target) + 1 > limit:
+            return self._encode_causal(examples, tokenizer, model, labelled=labelled)
+        inputs, meta, cut_sources, cut_targets = [], [], 0, 0
+        enc = tokenizer([ex["source"] for ex in examples], truncation=False, verbose=False)
+        keys = [k for k in ("input_ids", "attention_mask") if k in enc]
+        targets = (
+            tokenizer(text_target=[ex["targets"][0] for ex in examples], verbose=False)["input_ids"]
+            if labelled
+            else None
+        )
+        for i in range(len(examples)):
+            item = {k: enc[k][i][: model.max_length] for k in keys}
+            if len(enc["input_ids"][i]) > model.max_length:
+                cut_sources += 1
+                item["input_ids"][-1] = enc["input_ids"][i][-1]  # keep the closing special token
+            if targets is not None:
+                ids = list(targets[i])
+                if self.architecture == "warm-start" and ids and ids[0] == tokenizer.cls_token_id:
+                    ids = ids[1:]  # the decoder starts from [CLS]; it learns the text and [SEP]
+                if len(ids) > limit:
                     cut_targets += 1
-                    target = target[: limit - 1]
-                target = [*target, eos] if labelled else []
-                if len(prompt) + len(target) > room:
-                    cut_sources += 1
-                    prompt = prompt[
-                        -max(room - len(target), 1) :
-                    ]  # keep the prompt's end, next to the answer
-                ids = prompt + target
-                item: dict[str, Any] = {"input_ids": ids, "attention_mask": [1] * len(ids)}
-                if labelled:
-                    item["labels"] = (
-                        prompt if self.options.train_on_prompt else [-100] * len(prompt)
-                    ) + target
-                inputs.append(item)
-                meta.append(len(prompt))
-        else:
-            enc = tokenizer([ex["source"] for ex in examples], truncation=False, verbose=False)
-            keys = [k for k in ("input_ids", "attention_mask") if k in enc]
-            targets = (
-                tokenizer(text_target=[ex["targets"][0] for ex in examples], verbose=False)["input_ids"]
-                if labelled
-                else None
-            )
-            for i in range(len(examples)):
-                item = {k: enc[k][i][: model.max_length] for k in keys}
-                if len(enc["input_ids"][i]) > model.max_length:
-                    cut_sources += 1
-                    item["input_ids"][-1] = enc["input_ids"][i][-1]  # keep the closing special token
-                if targets is not None:
-                    ids = list(targets[i])
-                    if self.architecture == "warm-start" and ids and ids[0] == tokenizer.cls_token_id:
-                        ids = ids[1:]  # the decoder starts from [CLS]; it learns the text and [SEP]
-                    if len(ids) > limit:
-                        cut_targets += 1
-                        ids = [*ids[: limit - 1], ids[-1]]
-                    item["labels"] = ids
-                inputs.append(item)
-                meta.append(0)
+                    ids = [*ids[: limit - 1], ids[-1]]
+                item["labels"] = ids
+            inputs.append(item)
+            meta.append(0)
         return Features(
             inputs, list(range(len(examples))), truncated=cut_sources, lost=cut_targets, meta=meta
+        )
+
+    def sequence_room(self, tokenizer: Any, model: ModelConfig) -> int:
+        """Decoder-only: the longest sequence the model may see, ``model.max_length`` or the backbone's
+        positions if fewer (a longer one fails with an index error in the position embeddings)."""
+        from taskhead.backbones import backbone_dir
+
+        directory = backbone_dir(tokenizer, model)
+        if directory not in self._positions:  # encode runs per chunk and per served request: read it once
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(directory, trust_remote_code=model.trust_remote_code)
+            self._positions[directory] = getattr(config, "max_position_embeddings", None)
+        positions = self._positions[directory]
+        return min(model.max_length, positions) if positions else model.max_length
+
+    def _encode_causal(
+        self, examples: list[Example], tokenizer: Any, model: ModelConfig, *, labelled: bool
+    ) -> Features:
+        """Prompt + target (training) and prompt + ``max_new_tokens`` (generation) within ``sequence_room``.
+
+        A target is cut to ``max_target_length`` and to the room left after one prompt token (counted in
+        ``lost``); a prompt is cut from the left, keeping its end next to the answer, to fit beside its
+        target and beside ``max_new_tokens`` (counted in ``truncated``). ``meta`` is the training prompt's
+        length; generation uses its last ``prompt_room`` tokens.
+        """
+        room = self.sequence_room(tokenizer, model)
+        new = self.options.max_new_tokens
+        if new >= room:
+            raise ConfigError(
+                f"task.max_new_tokens: {new} leaves no room for a prompt in {room} tokens (model.max_length "
+                f"or the backbone's positions, whichever is fewer); use at most {room - 1}"
+            )
+        self.prompt_room = room - new
+        target_room = min(self.options.max_target_length, room - 1)  # at least one prompt token
+        eos = tokenizer.eos_token_id
+        prompts = [self.options.prompt_template.format(source=ex["source"]) for ex in examples]
+        p_enc = tokenizer(prompts, truncation=False, verbose=False)["input_ids"]
+        targets = [ex["targets"][0] for ex in examples] if labelled else []
+        t_enc = tokenizer(targets, add_special_tokens=False, verbose=False)["input_ids"] if labelled else []
+        inputs, meta, cut_prompts, cut_targets = [], [], 0, 0
+        for i, prompt in enumerate(p_enc):
+            target: list[int] = []
+            if labelled:
+                target = [*t_enc[i], eos]
+                if len(target) > target_room:
+                    cut_targets += 1
+                    target = [*target[: target_room - 1], eos]
+            keep = min(room - len(target), self.prompt_room) if labelled else self.prompt_room
+            if len(prompt) > keep:
+                cut_prompts += 1
+            prompt = prompt[-(room - len(target)) :]  # the training prompt; generation keeps prompt_room
+            ids = prompt + target
+            item: dict[str, Any] = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+            if labelled:
+                item["labels"] = (prompt if self.options.train_on_prompt else [-100] * len(prompt)) + target
+            inputs.append(item)
+            meta.append(len(prompt))
+        return Features(
+            inputs, list(range(len(examples))), truncated=cut_prompts, lost=cut_targets, meta=meta
         )
 
     # ------------------------------------------------------------------ model
@@ -405,8 +457,10 @@ class GenerationTask:
                         tokens = int((batch["labels"] != -100).sum())
                         loss_sum += float(model(**batch).loss) * tokens
                         loss_count += tokens
-                    prompts = [
-                        f["input_ids"][: features.meta[i]] if self.causal else f["input_ids"]
+                    prompts = [  # decoder-only: the prompt's end that leaves room for max_new_tokens
+                        f["input_ids"][: features.meta[i]][-self.prompt_room :]
+                        if self.causal
+                        else f["input_ids"]
                         for f, i in zip(items, idx, strict=True)
                     ]
                     width = max(len(p) for p in prompts)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.backbones import backbone_dir
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +87,9 @@ class MaskingCollator:
 class LanguageModelingTask:
     name: ClassVar[str] = "language-modeling"
     Options: ClassVar[type[BaseModel]] = LanguageModelingOptions
-    model_computes_loss: ClassVar[bool] = True
+    # Training loss: ``loss`` below, normalised by the accumulated batch's target-token count
+    # (``num_items_in_batch``); a model's own mean loss would be multiplied by the accumulation steps.
+    model_computes_loss: ClassVar[bool] = False
     reports_perplexity: ClassVar[bool] = True
     truncated_message: ClassVar[str] = (
         "{n} of {total} texts are longer than the block size and were cut (prediction scores whole blocks)"
@@ -103,9 +105,19 @@ class LanguageModelingTask:
     def default_metric(self) -> str:
         return "loss"
 
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        # before the backbone is read, objective auto may still become a masked LM (which reports accuracy)
+        masked = self.masked if self.objective else self.options.objective in ("mlm", "auto")
+        return directions("perplexity", *(("accuracy",) if masked else ()))
+
     @property
     def masked(self) -> bool:
         return self.objective == "mlm"
+
+    @property
+    def loss_shifts_labels(self) -> bool:
+        """Whether ``loss`` predicts ``labels[:, 1:]`` (causal LM): the target count skips position 0."""
+        return not self.masked
 
     # ------------------------------------------------------------------ reading
 

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +78,12 @@ class QuestionAnsweringTask:
     @property
     def default_metric(self) -> str:
         return "f1"
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        names = ["exact_match", "f1"]
+        if any(self._gold(ex) == [""] for ex in examples):  # SQuAD v2: per group of questions too
+            names += [f"{group}_{m}" for group in ("has_answer", "no_answer") for m in names]
+        return directions(*names)
 
     # ------------------------------------------------------------------ reading
 

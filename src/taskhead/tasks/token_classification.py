@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.data.validation import Problems
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary
+from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
 if TYPE_CHECKING:
     import torch
@@ -141,6 +141,11 @@ class TokenClassificationTask:
     @property
     def default_metric(self) -> str:
         return "accuracy" if self.scheme == "plain" else "f1"
+
+    def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
+        if self.scheme == "plain":  # tags without entity spans: word accuracy only
+            return directions("accuracy")
+        return directions("accuracy", "precision", "recall", "f1", "macro_f1")
 
     # ------------------------------------------------------------------ reading
 
