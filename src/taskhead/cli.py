@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except TaskheadError as exc:
         if args.debug:
             raise
-        for line in str(exc).splitlines():
+        for line in str(exc).split("\n"):  # messages are joined with \n; a value may hold U+2028
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

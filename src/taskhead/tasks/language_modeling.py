@@ -146,7 +146,9 @@ class LanguageModelingTask:
         return examples
 
     def _documents(self, spec: str, text: str, group: bool) -> list[Example]:
-        lines = text.split("\n")
+        from taskhead.data.readers import split_lines
+
+        lines = split_lines(text)
         if self.options.documents == "line":
             return [
                 {"_where": f"{spec}:{n}", "text": line.strip(), "_group": group}
