@@ -20,7 +20,7 @@ from __future__ import annotations
 import regex
 
 _JOINER = "\u00ad\u200c\u200d\u2060"
-_SEPARATOR = rf"\s\p{{Cf}}"  # whitespace and format characters (joiners are handled separately)
+_SEPARATOR = r"\s\p{Cf}"  # whitespace and format characters (joiners are handled separately)
 _LETTER = r"[\p{L}\p{N}\p{Pc}]\p{M}*"
 _WORD = rf"{_LETTER}(?:[{_JOINER}]*{_LETTER})*"
 

@@ -235,6 +235,9 @@ class TokenClassificationTask:
                     continue
                 ex["text"] = text
                 ex["tokens"], ex["offsets"] = pretokenize(text, self.options.pretokenizer)
+                if not ex["tokens"]:
+                    problems.add(f"{where}: {text_col}: no words, only format characters in {text!r}")
+                    continue
             if labelled:
                 tags = _string_list(row.values.get(tags_col), where, tags_col, problems)
                 if tags is None:
@@ -273,6 +276,8 @@ class TokenClassificationTask:
                 raise DataError([f"{where}: text: expected a non-empty text (or `tokens`), found {text!r}"])
             ex["text"] = text
             ex["tokens"], ex["offsets"] = pretokenize(text, self.options.pretokenizer)
+            if not ex["tokens"]:
+                raise DataError([f"{where}: text: no words, only format characters in {text!r}"])
         return ex
 
     # ------------------------------------------------------------------ labels and schemes
