@@ -304,3 +304,11 @@ def test_official_stsb_files_validate_with_the_documented_config(tmp_path: Path)
     result = run_cli("validate", str(path))
     assert result.returncode == 0, result.stderr
     assert "OK (task embedding, 7249 records)" in result.stderr
+
+
+def test_undecodable_byte_is_located_on_the_line_editors_show(tmp_path: Path) -> None:
+    path = tmp_path / "d.txt"
+    path.write_bytes("a\u2028\rb\r\nc \xff".encode() + b"\xff\n")
+    with pytest.raises(DataError) as err:
+        read_table(path)
+    assert str(err.value).startswith(f"{path}:3: not valid utf-8 (byte 0xff at column 5)")

@@ -261,7 +261,7 @@ class Predictor:
             )
         examples = self.task.read(path, data, labelled=False)
         if id_column is not None:
-            missing = [ex["_where"] for ex in examples if str(ex.get("id", "")).strip() in ("", "None")]
+            missing = [ex["_where"] for ex in examples if ex.get("id") is None or not str(ex["id"]).strip()]
             if missing:
                 raise DataError(
                     [f"{where}: {id_column}: missing id (--id-column {id_column})" for where in missing[:20]],
