@@ -285,25 +285,26 @@ def test_headerless_rows_may_have_extra_columns(tmp_path: Path) -> None:
     assert [r.values["3"] for r in rows] == ["a b", "e f"] and rows[1].values["6"] == "licence"
 
 
-def test_official_stsb_files_validate_with_the_documented_config(tmp_path: Path) -> None:
+def test_official_stsb_files_read_by_following_the_hints(tmp_path: Path) -> None:
     folder = shared_dataset("stsb")
     config = {
         "task": "embedding",
-        "model": {"backbone": "unused"},
         "data": {
             "train": str(folder / "sts-train.csv"),
             "eval": str(folder / "sts-dev.csv"),
-            "format": "tsv",
-            "header": False,
-            "quoting": "none",
             "columns": {"anchor": 5, "positive": 6, "score": 4},
         },
     }
     path = tmp_path / "stsb.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_cli("validate", str(path))
+    overrides: list[str] = []
+    for fix in ("data.format=tsv", "data.quoting=none", "data.header=false"):  # each error names the next
+        result = run_cli("validate", str(path), *overrides)
+        assert result.returncode == 2 and f"set {fix}" in result.stderr.splitlines()[0], result.stderr
+        overrides.append(fix)
+    result = run_cli("validate", str(path), *overrides)
     assert result.returncode == 0, result.stderr
-    assert "OK (task embedding, 7249 records)" in result.stderr
+    assert "OK (task embedding, 7249 records)" in result.stderr  # 5,749 + 1,500 pairs (README of the data)
 
 
 def test_undecodable_byte_is_located_on_the_line_editors_show(tmp_path: Path) -> None:

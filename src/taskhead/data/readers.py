@@ -269,7 +269,7 @@ def _read_delimited(
             if header and len(fields) != len(columns):
                 bad.append(
                     f"{path}:{line}: expected {len(columns)} fields, found {len(fields)}"
-                    + (" (a stray quote? try data.quoting=none)" if quoting != "none" else "")
+                    + _width_hint(fields, len(columns), delimiter, quoting)
                 )
                 continue
             rows.append(Row(dict(zip(columns, fields, strict=False)), line))
@@ -278,6 +278,18 @@ def _read_delimited(
     if bad:
         raise DataError(bad[:max_errors], total=len(bad))
     return Table(path, columns or [], rows)
+
+
+def _width_hint(fields: list[str], width: int, delimiter: str, quoting: str) -> str:
+    """The likely fix for a row whose field count differs from the header's."""
+    if delimiter == "," and any("\t" in value for value in fields):
+        return " (the line holds tabs: for tab-separated data set data.format=tsv)"
+    if len(fields) > width:
+        return (
+            f" (more fields than the {width} of the header line: if the file has no header line, set "
+            f"data.header=false, where rows may have extra columns)"
+        )
+    return " (a stray quote? try data.quoting=none)" if quoting != "none" else ""
 
 
 def _runaway_quote(fields: list[str], delimiter: str, width: int) -> str | None:
