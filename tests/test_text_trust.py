@@ -188,6 +188,8 @@ def test_txt_with_equal_word_counts_is_raw_text_for_file_and_stdin(tmp_path: Pat
     tagged = "Alice B-PER\nmet O\n\nBob B-PER\n"
     assert sniff_conll(tagged, {"O", "B-PER", "I-PER"}) == "conll" and sniff_conll(tagged) == "conll"
     assert sniff_conll("a b\n-DOCSTART- O\n") == "conll"
+    assert sniff_conll("The DT\ncat NN\n", {"DT", "NN"}) == "conll"  # POS tags of the model
+    assert sniff_conll("The DT\ncat NN\n") is None and sniff_conll("Hello O\n") is None  # not clear
     conllu = "1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n2\t!\t!\tPUNCT\t.\t_\t1\tpunct\t_\t_\n"
     assert sniff_conll(conllu) == "conllu"
     assert sniff_conll("word\nword\n\nword\n") is None  # one column: name --format conll

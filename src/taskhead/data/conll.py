@@ -283,8 +283,8 @@ def sniff_conll(text: str, tags: set[str] | None = None) -> str | None:
     - ``conll`` when a line starts with ``-DOCSTART-``;
     - ``conllu`` when every token line has 10 tab-separated columns and an integer (or range) ID first;
     - ``conll`` when there are at least two token lines, all with the same number (two or more) of
-      columns, and the last column of every one is a tag: one of ``tags`` (the model's tag set) when
-      given, else an entity tag (``O``, ``B-PER``, ``I-LOC``, ...).
+      columns, and the last column of every one is a tag: one of ``tags`` (the model's tag set, e.g.
+      POS tags) or an entity tag (``O``, ``B-PER``, ``I-LOC``, ...).
 
     Token lines are the non-blank lines that do not start with ``#``. A one-column token-per-line file,
     or a tagged file whose tags the model does not know, is read as raw text: name the format
@@ -304,5 +304,5 @@ def sniff_conll(text: str, tags: set[str] | None = None) -> str | None:
     if len(rows) < 2 or len(widths) != 1 or widths.pop() < 2:
         return None
     last = [r[-1].strip(" ") for r in rows]
-    is_tag = (lambda t: t in tags) if tags else (lambda t: _ENTITY_TAG.fullmatch(t) is not None)
-    return "conll" if all(is_tag(t) for t in last) else None
+    known = tags or set()
+    return "conll" if all(t in known or _ENTITY_TAG.fullmatch(t) for t in last) else None
