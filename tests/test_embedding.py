@@ -447,7 +447,7 @@ def test_cli_train_predict_evaluate(tiny_backbone: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert first["id"] == 1 and len(first["embedding"]) == 32
-    assert list(second) == ["score"]
+    assert list(second) == ["line", "score"] and second["line"] == 2  # every output names its input line
     result = run_cli("evaluate", str(run), str(tmp_path / "train.jsonl"))
     assert result.returncode == 0, result.stderr
     saved = json.loads((run / "evaluate-train.json").read_text())["metrics"]

@@ -123,7 +123,8 @@ def test_cli_round_trip(tiny_generators: dict[str, Path], tmp_path: Path) -> Non
     assert "rougeL" in result.stdout and "bleu" in result.stdout
     result = run_cli("predict", str(tmp_path / "run"), "-", stdin="good movie\nbad movie\n")
     assert result.returncode == 0, result.stderr
-    assert [set(json.loads(line)) for line in result.stdout.splitlines()] == [{"generated"}, {"generated"}]
+    outputs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(set(o), o["line"]) for o in outputs] == [({"line", "generated"}, 1), ({"line", "generated"}, 2)]
 
 
 def test_batch_order_is_random_for_generation_unless_set(

@@ -67,7 +67,15 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         default="auto",
         choices=["auto", "csv", "tsv", "jsonl", "parquet", "text", "conll", "conllu"],
-        help="input format (default: from the extension; stdin: JSON Lines or text)",
+        help="input format (default: from the extension; stdin and token-classification .txt: sniffed, "
+        "see README 'Prediction input')",
+    )
+    r.add_argument(
+        "--id-column",
+        metavar="COLUMN",
+        help="column (JSON Lines, CSV/TSV, Parquet) whose value each output carries as `id`; every record "
+        "must have one (default: the run's data.columns.id, when present). Outputs always carry their "
+        "input's `line` (or `record`)",
     )
     _inference_options(r)
     for module in EXTENSIONS:  # index / search / mine / serve / export: each module adds its own commands
@@ -171,9 +179,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from taskhead.rundir import atomic_write_text
 
     predictor = _predictor(args)
-    data = predictor.config.data.model_copy(update={"format": args.format})
-    examples = predictor.task.read(args.input, data, labelled=False)
-    lines = [json.dumps(p, ensure_ascii=False) for p in predictor.predict_examples(examples)]
+    predictions = predictor.predict_file(args.input, fmt=args.format, id_column=args.id_column)
+    lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     text = "\n".join(lines) + ("\n" if lines else "")
     if args.output:
         atomic_write_text(Path(args.output), text)
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     except TaskheadError as exc:
         if args.debug:
             raise
-        for line in str(exc).splitlines():
+        for line in str(exc).split("\n"):  # messages are joined with \n; a value may hold U+2028
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

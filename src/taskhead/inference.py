@@ -7,6 +7,7 @@ sorted order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from taskhead.devices import autocast_context, bf16_supported, resolve_device
-from taskhead.errors import ConfigError
+from taskhead.errors import ConfigError, DataError
 from taskhead.tasks.base import Example, Features
 
 
@@ -214,9 +215,66 @@ class Predictor:
         examples = [self.task.to_example(x, f"input {i}") for i, x in enumerate(inputs, 1)]
         return self.predict_examples(examples)
 
-    def read(self, path: str | Path, *, labelled: bool) -> list[Example]:
-        """Read a file with the run's data settings (column names, format, encoding)."""
-        return self.task.read(path, self.config.data, labelled=labelled)
+    def read(
+        self, path: str | Path, *, labelled: bool, fmt: str | None = None, id_column: str | None = None
+    ) -> list[Example]:
+        """Read a file (``-``: standard input) with the run's data settings (column names, format,
+        encoding); ``fmt`` and ``id_column`` override ``data.format`` and ``data.columns.id``."""
+        return self.task.read(path, self._data(fmt, id_column), labelled=labelled)
+
+    def _data(self, fmt: str | None, id_column: str | None) -> Any:
+        data = self.config.data
+        if fmt is not None:
+            data = data.model_copy(update={"format": fmt})
+        if id_column is not None:
+            data = data.model_copy(update={"columns": data.columns.model_copy(update={"id": id_column})})
+        return data
+
+    def predict_file(
+        self, path: str | Path, *, fmt: str = "auto", id_column: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Predict for every input of a file (``-``: standard input), in input order.
+
+        Every prediction starts with where its input was: ``"line"`` (the 1-based line of a text, JSON
+        Lines or CSV/TSV record, or of the first token of a CoNLL sentence) or ``"record"`` (Parquet, JSON
+        arrays), followed by ``"id"`` when the input has one (the column ``id_column``, default the run's
+        ``data.columns.id``). A raw-text file gives one output per line: a blank line gives
+        ``{"line": N, "error": "empty text"}`` in its place.
+
+        Args:
+            path: the input file, or ``-``.
+            fmt: ``auto`` (by extension; standard input is sniffed) or a format name.
+            id_column: the column holding each input's id; every record must have one.
+
+        Raises:
+            DataError: unreadable input, an input without an id in ``id_column``.
+            ConfigError: ``id_column`` given for raw text or CoNLL input, which have no columns.
+        """
+        from taskhead.data.readers import read_text_source, split_lines
+
+        data = self._data(fmt, id_column)
+        resolved = _input_format(self.task, path, data)
+        if id_column is not None and resolved in ("text", "conll", "conllu"):
+            raise ConfigError(
+                f"--id-column {id_column}: {resolved} input has no columns; ids come from JSON Lines, "
+                f"CSV/TSV or Parquet input (outputs of {resolved} input carry their line numbers)"
+            )
+        examples = self.task.read(path, data, labelled=False)
+        if id_column is not None:
+            missing = [ex["_where"] for ex in examples if ex.get("id") is None or not str(ex["id"]).strip()]
+            if missing:
+                raise DataError(
+                    [f"{where}: {id_column}: missing id (--id-column {id_column})" for where in missing[:20]],
+                    total=len(missing),
+                )
+        predictions = [
+            {**_location(ex["_where"]), **pred}
+            for ex, pred in zip(examples, self.predict_examples(examples), strict=True)
+        ]
+        if resolved != "text":
+            return predictions
+        lines = split_lines(read_text_source(path, data.encoding))
+        return _with_blank_lines(predictions, lines)
 
     def evaluate(self, data: str | Path | list[Example]) -> dict[str, Any]:
         """Metrics on a labelled data file (or already-read examples)."""
@@ -227,6 +285,45 @@ class Predictor:
         outputs, features, loss = self._run(examples, with_loss=True)
         metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
         return add_loss(metrics, loss, self.task)
+
+
+def _input_format(task: Any, path: str | Path, data: Any) -> str | None:
+    """The format ``task.read`` reads ``path`` in: the task's own rule (``input_format``) where it has
+    one, else the extension, and a sniff for standard input; None when the extension tells nothing (the
+    task's reader then decides, e.g. parallel text files)."""
+    from taskhead.data.readers import detect_format, read_text_source, sniff_format
+
+    rule = getattr(task, "input_format", None)
+    if rule is not None:
+        return str(rule(path, data))
+    if data.format != "auto":
+        return str(data.format)
+    if str(path) == "-":
+        return sniff_format(read_text_source(path, data.encoding))
+    try:
+        return detect_format(path)
+    except DataError:
+        return None
+
+
+_LINE = re.compile(r":(\d+)$")
+_RECORD = re.compile(r"\(record (\d+)\)$")
+
+
+def _location(where: str) -> dict[str, int]:
+    """``{"line": N}`` for ``file:N``, ``{"record": N}`` for ``file (record N)``, else nothing."""
+    if match := _LINE.search(where):
+        return {"line": int(match.group(1))}
+    if match := _RECORD.search(where):
+        return {"record": int(match.group(1))}
+    return {}
+
+
+def _with_blank_lines(predictions: list[dict[str, Any]], lines: list[str]) -> list[dict[str, Any]]:
+    """The predictions of a raw-text file with ``{"line": N, "error": "empty text"}`` for each blank
+    line, all in line order: one output per line of the file."""
+    blank = [{"line": n, "error": "empty text"} for n, line in enumerate(lines, 1) if not line.strip()]
+    return sorted([*predictions, *blank], key=lambda p: p.get("line", 0))
 
 
 def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:

@@ -4,18 +4,17 @@ Both return one ``Sentence`` per sentence, with the line number of every token s
 point at the exact line. Every problem of a file is collected (up to ``max_errors``) before one DataError
 is raised. Files are opened with ``readers.read_text_source``: a missing file, an unknown encoding and bytes
 that are not valid in the encoding (with their line) are reported there; UTF-8 files may start with a BOM.
-Lines are split on ``\\n`` only (a trailing ``\\r`` is dropped), so line numbers match what editors show even
-when a token holds U+2028 or a latin-1 ``\\x85``. Pure Python, no torch.
+Lines are split by ``readers.split_lines`` (at ``\\n``, ``\\r\\n`` and a lone ``\\r`` only), so line numbers
+match what editors show even when a token holds U+2028 or a latin-1 ``\\x85``. Pure Python, no torch.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskhead.data.readers import read_text_source
+from taskhead.data.readers import numbered_lines, read_text_source, split_lines
 from taskhead.data.validation import Problems
 from taskhead.errors import ConfigError
 
@@ -25,6 +24,7 @@ TAG_FIELDS = {"upos": 3, "xpos": 4}
 
 _TEXT_COMMENT = re.compile(r"#\s*text\s*=\s*(.*?)\s*$")
 _SKIPPED_ID = re.compile(r"\d+-\d+|\d+\.\d+")  # multi-word token range, empty node
+_ENTITY_TAG = re.compile(r"O|[BIESLU]-\S+")  # IOB1/IOB2/BIOES/BILOU tags
 
 
 @dataclass
@@ -75,11 +75,6 @@ class _Columns:
     tag: int | None
     ok: bool
     settings: tuple[int, int | None]  # token_column, tag_column as given, for messages
-
-
-def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(text.split("\n"), 1):
-        yield number, line[:-1] if line.endswith("\r") else line
 
 
 def _no_sentences(path: str, text: str, what: str) -> str:
@@ -153,7 +148,7 @@ def read_conll(
     problems = Problems(max_errors)
     out = _Sentences(name, labelled)
     layout: _Columns | None = None
-    for number, line in _numbered_lines(text):
+    for number, line in numbered_lines(text):
         if not line or line.isspace():
             out.close()
             continue
@@ -222,7 +217,7 @@ def read_conllu(
     problems = Problems(max_errors)
     out = _Sentences(name, labelled)
     last_id = 0
-    for number, line in _numbered_lines(text):
+    for number, line in numbered_lines(text):
         if not line or line.isspace():
             out.close()
             last_id = 0
@@ -278,3 +273,36 @@ def _conllu_word(
     if ok:
         out.add(form, tag, line)
     return number
+
+
+def sniff_conll(text: str, tags: set[str] | None = None) -> str | None:
+    """``conll`` or ``conllu`` when a text clearly is a column file, else None (raw text, one input a line).
+
+    The rule, so that the answer never hangs on how many words lines happen to have:
+
+    - ``conll`` when a line starts with ``-DOCSTART-``;
+    - ``conllu`` when every token line has 10 tab-separated columns and an integer (or range) ID first;
+    - ``conll`` when there are at least two token lines, all with the same number (two or more) of
+      columns, and the last column of every one is a tag: one of ``tags`` (the model's tag set, e.g.
+      POS tags) or an entity tag (``O``, ``B-PER``, ``I-LOC``, ...).
+
+    Token lines are the non-blank lines that do not start with ``#``. A one-column token-per-line file,
+    or a tagged file whose tags the model does not know, is read as raw text: name the format
+    (``--format conll``) for those.
+    """
+    lines = [line for line in split_lines(text) if line.strip() and not line.startswith("#")]
+    if any(line.startswith(DOCSTART) for line in lines):
+        return "conll"
+    if not lines:
+        return None
+    rows = [_split_columns(line) for line in lines]
+    if all(len(line.split("\t")) == len(CONLLU_COLUMNS) for line in lines) and all(
+        r[0].isdigit() or _SKIPPED_ID.fullmatch(r[0]) for r in rows
+    ):
+        return "conllu"
+    widths = {len(r) for r in rows}
+    if len(rows) < 2 or len(widths) != 1 or widths.pop() < 2:
+        return None
+    last = [r[-1].strip(" ") for r in rows]
+    known = tags or set()
+    return "conll" if all(t in known or _ENTITY_TAG.fullmatch(t) for t in last) else None

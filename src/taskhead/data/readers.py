@@ -2,6 +2,11 @@
 
 Every row comes with where it was found (a 1-based line number, or a record number for Parquet and JSON
 arrays) so that validation can say exactly which line is wrong. Nothing here knows about tasks.
+
+Lines: every reader of taskhead splits a file into lines with ``split_lines`` (here), which breaks only at
+``\n``, ``\r\n`` and a lone ``\r``: never at U+2028, U+2029, U+0085, form feed or the other characters
+``str.splitlines`` treats as breaks, which are valid inside a JSON Lines string or a sentence. Line numbers
+in errors are thus the line numbers editors show.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +57,28 @@ class Table:
         return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a text file, split at ``\\n``, ``\\r\\n`` and a lone ``\\r`` only (not at U+2028,
+    U+2029, U+0085, form feed or the other breaks of ``str.splitlines``), without their line breaks.
+
+    A final line break ends the last line rather than starting an empty one, so ``split_lines(text)[i]``
+    is line ``i + 1`` of the file as editors number it.
+    """
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def numbered_lines(text: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` pairs of ``split_lines(text)``, numbered from 1."""
+    return list(enumerate(split_lines(text), 1))
+
+
 def detect_format(path: Path | str, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
@@ -70,8 +98,9 @@ def _decode(path: str, raw: bytes, encoding: str) -> str:
     try:
         return raw.decode(codec)
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        breaks = list(_LINE_BREAK_BYTES.finditer(raw, 0, exc.start))
+        line = len(breaks) + 1
+        column = exc.start - (breaks[-1].end() if breaks else 0) + 1
         raise DataError(
             [
                 f"{path}:{line}: not valid {encoding} (byte 0x{raw[exc.start]:02x} at column {column}); "
@@ -82,10 +111,23 @@ def _decode(path: str, raw: bytes, encoding: str) -> str:
         raise DataError([f"{path}: data.encoding: unknown encoding {encoding!r}"]) from None
 
 
+_stdin: tuple[object, bytes] | None = None
+
+
+def _stdin_bytes() -> bytes:
+    """Standard input, read once: sniffing a format and then reading it see the same bytes. (Kept per
+    ``sys.stdin`` object, since stdin cannot be read twice.)"""
+    global _stdin
+    stream = sys.stdin.buffer
+    if _stdin is None or _stdin[0] is not stream:
+        _stdin = (stream, stream.read())
+    return _stdin[1]
+
+
 def read_text_source(path: str | Path, encoding: str = "utf-8") -> str:
-    """The whole text of a file, or of standard input for ``-``."""
+    """The whole text of a file, or of standard input for ``-`` (read once, then served again)."""
     if str(path) == "-":
-        return _decode("<stdin>", sys.stdin.buffer.read(), encoding)
+        return _decode("<stdin>", _stdin_bytes(), encoding)
     p = Path(path)
     if not p.exists():
         raise DataError([f"{p}: file not found"])
@@ -127,14 +169,29 @@ def read_table(
         return _read_parquet(Path(path))
     text = read_text_source(path, encoding)
     if fmt == "sniff":
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-        fmt = "jsonl" if first.startswith("{") else "text"
+        fmt = sniff_format(text)
     if fmt == "jsonl":
         return _read_json(name, text, max_errors)
     if fmt == "text":
-        rows = [Row({text_column: line}, i) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        rows = [Row({text_column: line}, i) for i, line in numbered_lines(text) if line.strip()]
         return Table(name, [text_column], rows)
     return _read_delimited(name, text, "," if fmt == "csv" else "\t", header, quoting, max_errors)
+
+
+def sniff_format(text: str) -> str:
+    """``jsonl`` when the first non-blank line is a JSON object, else ``text`` (one input per line).
+
+    The rule for standard input, whose name tells no format: the same bytes in a ``.jsonl`` file and in a
+    ``.txt`` file give the same result as on stdin unless a text file's first line is itself a JSON object
+    (pass ``--format text`` / ``data.format: text`` for such files).
+    """
+    first = next((line.strip() for line in split_lines(text) if line.strip()), "")
+    if not first.startswith("{"):
+        return "text"
+    try:
+        return "jsonl" if isinstance(json.loads(first), dict) else "text"
+    except json.JSONDecodeError:
+        return "text"
 
 
 def _read_json(path: str, text: str, max_errors: int) -> Table:
@@ -154,7 +211,7 @@ def _read_json(path: str, text: str, max_errors: int) -> Table:
             raise DataError(bad[:max_errors], total=len(bad))
     else:
         rows, bad = [], []
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in numbered_lines(text):
             if not line.strip():
                 continue
             try:
@@ -177,8 +234,13 @@ def _read_json(path: str, text: str, max_errors: int) -> Table:
 def _read_delimited(
     path: str, text: str, delimiter: str, header: bool, quoting: str, max_errors: int
 ) -> Table:
+    """Rows of a CSV/TSV text. With a header, every row must have its number of fields; without one,
+    columns are named by index (``"0"``, ``"1"``, ...) and rows may have different numbers of fields (the
+    STS Benchmark files add two source columns to some lines): the columns a config addresses are checked
+    row by row where they are used ("missing")."""
     mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=mode, strict=False)
+    kind = "CSV" if delimiter == "," else "TSV"
     rows: list[Row] = []
     bad: list[str] = []
     columns: list[str] | None = None
@@ -188,23 +250,56 @@ def _read_delimited(
             line, start = start, reader.line_num + 1
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
+            runaway = _runaway_quote(fields, delimiter, len(columns) if columns else 2)
+            if mode == csv.QUOTE_MINIMAL and runaway:
+                bad.append(
+                    f"{path}:{line}: a quoted field runs over lines {line}-{reader.line_num} and holds "
+                    f"{'tabs' if delimiter == chr(9) else 'delimiters'} and line breaks: a stray quote "
+                    f"(field starts {runaway!r}); {kind} files such as GLUE's are unquoted: set "
+                    f"data.quoting=none"
+                )
+                continue
             if columns is None:
                 if header:
                     columns = [c.strip() for c in fields]
                     continue
                 columns = [str(i) for i in range(len(fields))]
-            if len(fields) != len(columns):
+            if not header and len(fields) > len(columns):
+                columns += [str(i) for i in range(len(columns), len(fields))]
+            if header and len(fields) != len(columns):
                 bad.append(
                     f"{path}:{line}: expected {len(columns)} fields, found {len(fields)}"
-                    + (" (a stray quote? try data.quoting=none)" if quoting != "none" else "")
+                    + _width_hint(fields, len(columns), delimiter, quoting)
                 )
                 continue
-            rows.append(Row(dict(zip(columns, fields, strict=True)), line))
+            rows.append(Row(dict(zip(columns, fields, strict=False)), line))
     except csv.Error as exc:
-        bad.append(f"{path}:{start}: malformed {'CSV' if delimiter == ',' else 'TSV'}: {exc}")
+        bad.append(f"{path}:{start}: malformed {kind}: {exc}")
     if bad:
         raise DataError(bad[:max_errors], total=len(bad))
     return Table(path, columns or [], rows)
+
+
+def _width_hint(fields: list[str], width: int, delimiter: str, quoting: str) -> str:
+    """The likely fix for a row whose field count differs from the header's."""
+    if delimiter == "," and any("\t" in value for value in fields):
+        return " (the line holds tabs: for tab-separated data set data.format=tsv)"
+    if len(fields) > width:
+        return (
+            f" (more fields than the {width} of the header line: if the file has no header line, set "
+            f"data.header=false, where rows may have extra columns)"
+        )
+    return " (a stray quote? try data.quoting=none)" if quoting != "none" else ""
+
+
+def _runaway_quote(fields: list[str], delimiter: str, width: int) -> str | None:
+    """The start of a field that a quote carried over a line holding a whole row's worth of delimiters
+    (``width - 1`` of them): a stray quote swallowing the rows that follow, not a multi-line value."""
+    for value in fields:
+        later = _LINE_BREAK.split(value)[1:]
+        if any(part.count(delimiter) >= max(1, width - 1) for part in later):
+            return value[:30]
+    return None
 
 
 def _read_parquet(path: Path) -> Table:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskhead.data.readers import Row, Table, detect_format, read_table, read_text_source
+from taskhead.data.readers import Row, Table, detect_format, read_table, read_text_source, split_lines
 from taskhead.data.squad import is_squad_json, read_squad
 from taskhead.data.validation import Problems, require_column
 from taskhead.errors import ConfigError, DataError
@@ -204,12 +204,9 @@ def split_parallel_spec(spec: str | Path) -> tuple[str, str] | None:
 
 
 def _lines(text: str) -> list[str]:
-    """Lines split on ``\\n`` only (a caption may hold U+2028 or U+0085, which ``splitlines`` would also
-    split on, shifting the alignment), a CR of CRLF removed; a final newline ends the last line."""
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    """Lines split by ``readers.split_lines`` (a caption may hold U+2028 or U+0085, which ``splitlines``
+    would also split on, shifting the alignment); a final newline ends the last line."""
+    return split_lines(text)
 
 
 def _name(path: str | Path) -> str:

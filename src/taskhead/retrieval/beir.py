@@ -44,9 +44,9 @@ class _Problems:
 
 def _lines(path: Path) -> list[str]:
     """The file's lines (a UTF-8 BOM accepted; a missing or undecodable file is a located error)."""
-    from taskhead.data.readers import read_text_source
+    from taskhead.data.readers import read_text_source, split_lines
 
-    return read_text_source(path).splitlines()
+    return split_lines(read_text_source(path))
 
 
 def _json_records(path: Path) -> list[tuple[int | str, dict[str, Any]]]:

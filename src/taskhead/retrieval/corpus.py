@@ -163,10 +163,10 @@ def read_corpus(
 
 
 def _read_text_corpus(path: str, encoding: str) -> list[Doc]:
-    from taskhead.data.readers import read_text_source
+    from taskhead.data.readers import numbered_lines, read_text_source
 
     text = read_text_source(path, encoding)
-    docs = [Doc(str(i), line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    docs = [Doc(str(i), line) for i, line in numbered_lines(text) if line.strip()]
     if not docs:
         raise DataError([f"{path}: no documents; expected one non-empty line per document"])
     return docs

@@ -178,12 +178,10 @@ class GenerationTask:
                 for row in table.rows
             ]
         elif not labelled and (fmt == "text" or (fmt == "auto" and suffix == ".txt")):
-            from taskhead.data.readers import read_text_source
+            from taskhead.data.readers import numbered_lines, read_text_source
 
-            lines = read_text_source(path, data.encoding).split("\n")
-            return [
-                {"_where": f"{path}:{n}", "source": line} for n, line in enumerate(lines, 1) if line.strip()
-            ]
+            lines = numbered_lines(read_text_source(path, data.encoding))
+            return [{"_where": f"{path}:{n}", "source": line} for n, line in lines if line.strip()]
         else:
             cols = data.columns
             pairs = seq2seq.read_pairs(

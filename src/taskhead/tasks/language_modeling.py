@@ -127,17 +127,16 @@ class LanguageModelingTask:
         Examples read as labelled (training, evaluation) are grouped into blocks; unlabelled ones
         (prediction) are scored or filled one by one.
         """
-        from taskhead.data.readers import detect_format, read_data_table, read_text_source
+        from taskhead.data.readers import read_data_table, read_text_source
 
         spec = str(path)
-        suffix = Path(spec).suffix.lower()
-        fmt = data.format
-        if fmt == "text" or (fmt == "auto" and (suffix in TEXT_SUFFIXES or spec == "-")):
+        fmt = self.input_format(path, data)
+        if fmt in ("text", "paragraphs"):
             text = read_text_source(path, data.encoding)
             examples = self._documents(spec, text, labelled)
         else:
             column = str(data.columns.text)
-            table = read_data_table(path, data, text_column=column, fmt=detect_format(path, fmt))
+            table = read_data_table(path, data, text_column=column, fmt=fmt)
             problems, examples = [], []
             for row in table.rows:
                 value = row.values.get(column)
@@ -157,8 +156,20 @@ class LanguageModelingTask:
             raise DataError([f"{spec}: no text found; expected one document per line (or per paragraph)"])
         return examples
 
+    def input_format(self, path: str | Path, data: DataConfig, *, labelled: bool = False) -> str:
+        """``text`` (one document a line), ``paragraphs`` (documents separated by blank lines) for text
+        files and standard input, else the table format of the extension or ``data.format``."""
+        from taskhead.data.readers import detect_format
+
+        suffix = Path(str(path)).suffix.lower()
+        if data.format == "text" or (data.format == "auto" and (suffix in TEXT_SUFFIXES or str(path) == "-")):
+            return "text" if self.options.documents == "line" else "paragraphs"
+        return detect_format(path, data.format)
+
     def _documents(self, spec: str, text: str, group: bool) -> list[Example]:
-        lines = text.split("\n")
+        from taskhead.data.readers import split_lines
+
+        lines = split_lines(text)
         if self.options.documents == "line":
             return [
                 {"_where": f"{spec}:{n}", "text": line.strip(), "_group": group}

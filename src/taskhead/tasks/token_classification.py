@@ -14,7 +14,6 @@ backbone, which plain transformers loads.
 from __future__ import annotations
 
 import difflib
-import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -23,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.data.validation import Problems
+from taskhead.data.words import WORD_PATTERNS, pretokenize  # noqa: F401  (public names of this module)
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
@@ -31,11 +31,6 @@ if TYPE_CHECKING:
 
     from taskhead.config import DataConfig, ModelConfig
 
-WORD_PATTERNS = {
-    "whitespace": r"\S+",
-    # words (with inner hyphens, apostrophes, periods: "1996-08-22", "don't", "3.5") and single symbols
-    "punctuation": r"\w+(?:[-'\u2019.]\w+)*|[^\w\s]",
-}
 CONLL_SUFFIXES = {".conll": "conll", ".iob": "conll", ".bio": "conll", ".bioes": "conll", ".conllu": "conllu"}
 
 
@@ -64,12 +59,6 @@ class TokenClassificationOptions(BaseModel):
     decoding: Literal["viterbi", "argmax"] = Field(
         "viterbi", description="`viterbi`: the best tag sequence the scheme allows; `argmax`: per word."
     )
-
-
-def pretokenize(text: str, pretokenizer: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Words of a raw text and their character offsets."""
-    matches = list(re.finditer(WORD_PATTERNS[pretokenizer], text))
-    return [m.group() for m in matches], [(m.start(), m.end()) for m in matches]
 
 
 def word_windows(counts: list[int], budget: int, stride: int) -> list[tuple[int, int]]:
@@ -149,30 +138,35 @@ class TokenClassificationTask:
 
     # ------------------------------------------------------------------ reading
 
-    def _format(self, path: str | Path, data: DataConfig, labelled: bool) -> str:
-        from taskhead.data.readers import detect_format, read_text_source
+    def input_format(self, path: str | Path, data: DataConfig, *, labelled: bool = False) -> str:
+        """The format a file (or ``-``, standard input) is read in, by the same rule for both.
+
+        ``data.format`` when set; else the extension (``.conll``/``.iob``/... CoNLL, ``.conllu``, ``.jsonl``,
+        ``.csv``, ...). A labelled ``.txt`` file (training data) is CoNLL. An unlabelled ``.txt`` file and
+        standard input are JSON Lines when the first line is a JSON object, CoNLL / CoNLL-U when they
+        clearly are (``conll.sniff_conll``, with this model's tags), else raw text: one input per line.
+        """
+        from taskhead.data.conll import sniff_conll
+        from taskhead.data.readers import detect_format, read_text_source, sniff_format
 
         if data.format != "auto":
             return data.format
         suffix = Path(str(path)).suffix.lower()
         if suffix in CONLL_SUFFIXES:
             return CONLL_SUFFIXES[suffix]
-        if str(path) == "-" or suffix == ".txt":
-            if labelled and suffix == ".txt":
-                return "conll"
-            if str(path) == "-":
-                return "sniff"
-            if not Path(str(path)).is_file():
-                read_text_source(path, data.encoding)  # raises the one-line "file not found" error
-            with open(path, "rb") as fh:  # the sniff needs only the start of the file
-                head = fh.read(20000).decode(data.encoding, errors="replace")
-            return "conll" if _looks_like_conll(head) else "text"
-        return detect_format(path, data.format)
+        if str(path) != "-" and suffix != ".txt":
+            return detect_format(path, data.format)
+        if labelled and suffix == ".txt":
+            return "conll"
+        text = read_text_source(path, data.encoding)  # stdin is read once and kept for the reader
+        if sniff_format(text) == "jsonl":
+            return "jsonl"
+        return sniff_conll(text, set(self.labels) or None) or "text"
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
         from taskhead.data.conll import read_conll, read_conllu
 
-        fmt = self._format(path, data, labelled)
+        fmt = self.input_format(path, data, labelled=labelled)
         cols = data.columns
         if fmt == "conll":
             for setting, value in (("tokens", cols.tokens), ("tags", cols.tags)):
@@ -246,6 +240,9 @@ class TokenClassificationTask:
                     continue
                 ex["text"] = text
                 ex["tokens"], ex["offsets"] = pretokenize(text, self.options.pretokenizer)
+                if not ex["tokens"]:
+                    problems.add(f"{where}: {text_col}: no words, only format characters in {text!r}")
+                    continue
             if labelled:
                 tags = _string_list(row.values.get(tags_col), where, tags_col, problems)
                 if tags is None:
@@ -284,6 +281,8 @@ class TokenClassificationTask:
                 raise DataError([f"{where}: text: expected a non-empty text (or `tokens`), found {text!r}"])
             ex["text"] = text
             ex["tokens"], ex["offsets"] = pretokenize(text, self.options.pretokenizer)
+            if not ex["tokens"]:
+                raise DataError([f"{where}: text: no words, only format characters in {text!r}"])
         return ex
 
     # ------------------------------------------------------------------ labels and schemes
@@ -616,17 +615,6 @@ class TokenClassificationTask:
             "(taskhead predicts per word from first sub-tokens, with windows for long sentences)"
         )
         return "\n".join(lines)
-
-
-def _looks_like_conll(head: str) -> bool:
-    """A text sample is a CoNLL column file when it has -DOCSTART- lines, or every line has the same number
-    (two or more) of whitespace-separated columns, or it has single-word lines in blank-line blocks."""
-    lines = [ln for ln in head.splitlines()[:200] if not ln.startswith("#")]
-    if any(ln.startswith("-DOCSTART-") for ln in lines):
-        return True
-    widths = {len(ln.split()) for ln in lines if ln.strip()}
-    blank = any(not ln.strip() for ln in lines)
-    return len(widths) == 1 and (widths.pop() >= 2 or blank)
 
 
 def _string_list(value: Any, where: str, column: str, problems: Problems) -> list[str] | None:
