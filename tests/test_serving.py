@@ -72,7 +72,7 @@ def test_endpoints(predictor: Any, tiny_backbone: Path, tmp_path: Path) -> None:
     Index.build(str(tiny_backbone), docs, quiet=True).save(tmp_path / "idx")
     index = Index.load(tmp_path / "idx")
     app = create_app({"sst": predictor}, {"docs": index})
-    inputs = ["good movie", ["bad movie", "awful plot"], {"id": "x", "text": "awful plot"}]
+    inputs = ["good movie", "bad movie", {"id": "x", "text": "awful plot"}]  # single-text model
     with TestClient(app) as client:
         assert client.get("/health").json()["status"] == "ok"
         models = client.get("/v1/models").json()["models"]
