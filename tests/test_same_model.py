@@ -299,7 +299,7 @@ def _post_all(app: Any, model: str, bodies: list[dict[str, Any]]) -> list[Any]:
     import httpx
 
     async def go() -> list[Any]:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             answers = await asyncio.gather(
                 *(client.post(f"/v1/models/{model}/predict", json=body) for body in bodies)
@@ -316,12 +316,18 @@ def test_server_answer_does_not_depend_on_other_requests(pair_run: Path, tiny_ru
         "single": taskhead.load(tiny_runs["classification"], precision="fp32"),
         "pairs": taskhead.load(pair_run, precision="fp32"),
         "emb": taskhead.load(tiny_runs["embedding"], precision="fp32"),
+        "ner": taskhead.load(tiny_runs["token-classification"], precision="fp32"),
+        "qa": taskhead.load(tiny_runs["question-answering"], precision="fp32"),
+        "gen": taskhead.load(tiny_runs["generation"], precision="fp32"),
     }
     long = " ".join(["good", "film", "and", "bad", "plot"] * 10)  # windows/truncation: over max_length 32
     requests = {
         "single": [["good movie"], ["a very bad film but a nice plot and a sad story", long], ["dull"]],
         "pairs": [[list(PAIRS[0])], [[long, "bad movie"], list(PAIRS[1])], [["sad story", long]]],
         "emb": [["good movie"], [["good movie", "a very bad film and a sad story"]], ["rain", ["a", "b"]]],
+        "ner": [["alice was in rome"], [{"tokens": ["bob", "was", "in", "oslo"]}, long], ["carol smith"]],
+        "qa": [[["who won", "the team won the match"]], [{"question": "what fell", "context": long}]],
+        "gen": [["good movie"], ["the stock market fell in the city and the bank lost", "rain"]],
     }
     app = create_app(models, settings=ServeSettings(batch_wait_ms=400))
     for name, inputs in requests.items():
@@ -335,7 +341,8 @@ def test_server_answer_does_not_depend_on_other_requests(pair_run: Path, tiny_ru
 
     with TestClient(app) as client:
         health = client.get("/health").json()["models"]
-        assert all(health[name]["largest_batch"] > 2 for name in requests)  # the requests were merged
+        for name, inputs in requests.items():  # each model's requests were merged into one forward pass
+            assert health[name]["largest_batch"] == sum(map(len, inputs)), name
         r = client.post("/v1/models/single/predict", json={"inputs": ["fine", ["good movie", "bad plot"]]})
         assert r.status_code == 422 and r.json()["detail"].startswith("inputs[1]: text_pair:")
 
@@ -354,3 +361,30 @@ def assert_same(got: Any, expected: Any, tol: float) -> None:
         assert abs(got - expected) <= tol * 1.001
     else:
         assert got == expected
+
+
+class FailsOn:
+    """A Predictor whose model fails (RuntimeError, not a data error) on any batch holding one text."""
+
+    def __init__(self, inner: Any, text: str) -> None:
+        self.inner, self.text = inner, text
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def predict_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if any(ex.get("text") == self.text for ex in examples):
+            raise RuntimeError("the model fell over")
+        return self.inner.predict_examples(examples)
+
+
+def test_a_model_failure_in_a_merged_batch_fails_only_its_request(tiny_runs: Any) -> None:
+    from taskhead.serving import ServeSettings, create_app
+
+    predictor = taskhead.load(tiny_runs["classification"], precision="fp32")
+    app = create_app({"m": FailsOn(predictor, "boom")}, settings=ServeSettings(batch_wait_ms=300))
+    bodies = [{"inputs": ["good movie"]}, {"inputs": ["fine", "boom"]}, {"inputs": ["bad movie"]}]
+    answers = _post_all(app, "m", bodies)
+    assert [code for code, _ in answers] == [200, 500, 200]
+    assert answers[1][1] == {"detail": "internal error: RuntimeError: the model fell over"}
+    assert answers[2][1]["predictions"] == predictor.predict(["bad movie"])
