@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -286,7 +286,7 @@ def pooled_classifier(backbone: str, model: Any, tokenizer: Any, labels: list[st
                     f"or model.reuse_head=fresh to train a new head"
                 )
             net.head.load_state_dict(state)
-            reorder_rows(net.head[-1], head, labels)
+            reorder_rows(cast(nn.Linear, net.head[-1]), head, labels)
     elif kind is not None:
         if kind == "ForSequenceClassification" and not fresh:
             raise ConfigError(
