@@ -15,7 +15,7 @@ from taskhead.errors import ConfigError, ExportError
 from taskhead.export import ATOL, export_onnx
 
 INPUTS: dict[str, list[Any]] = {
-    "classification": ["good movie", ["bad movie", "awful plot"], {"id": "x", "text": "superb story"}],
+    "classification": ["good movie", "bad movie", {"id": "x", "text": "superb story"}],  # single-text model
     "token-classification": [
         "Alice won the match in New York.",
         ["bob", "was", "in", "rome"],

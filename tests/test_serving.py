@@ -72,7 +72,7 @@ def test_endpoints(predictor: Any, tiny_backbone: Path, tmp_path: Path) -> None:
     Index.build(str(tiny_backbone), docs, quiet=True).save(tmp_path / "idx")
     index = Index.load(tmp_path / "idx")
     app = create_app({"sst": predictor}, {"docs": index})
-    inputs = ["good movie", ["bad movie", "awful plot"], {"id": "x", "text": "awful plot"}]
+    inputs = ["good movie", "bad movie", {"id": "x", "text": "awful plot"}]  # single-text model
     with TestClient(app) as client:
         assert client.get("/health").json()["status"] == "ok"
         models = client.get("/v1/models").json()["models"]
@@ -236,7 +236,7 @@ def test_long_inputs_truncate_or_reject(predictor: Any) -> None:
         assert r.status_code == 200, r.text
         flags = [p.get("truncated") for p in r.json()["predictions"]]
         assert flags == [None, True, None]  # the third: 49 characters, 10 words: fits both limits
-        r = client.post(url, json={"inputs": ["good movie", ["bad movie", "x" * 80]]})
+        r = client.post(url, json={"inputs": ["good movie", "bad movie " + "x" * 80]})  # single-text model
         assert [p.get("truncated") for p in r.json()["predictions"]] == [None, True]
     with TestClient(create_app({"m": predictor}, settings=ServeSettings())) as client:
         r = client.post(url, json={"inputs": ["good movie", LONG_WORDS]})  # 60 tokens over max_length 32

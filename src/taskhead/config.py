@@ -61,6 +61,12 @@ class ModelConfig(_Section):
     head_dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="Dropout before the head; null: the backbone's own setting."
     )
+    reuse_head: Literal["by_name", "fresh"] = Field(
+        "by_name",
+        description="A backbone with a fine-tuned classification or tagging head (a run directory, a "
+        "transformers classifier): `by_name` reuses it with its rows matched to the data's labels by name "
+        "(a different label set is an error naming both sets); `fresh` trains a new head (with a warning).",
+    )
     freeze_embeddings: bool = Field(
         False,
         description="Keep the backbone's input word embeddings fixed: faster training and less optimizer "

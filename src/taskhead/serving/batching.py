@@ -5,6 +5,10 @@ up to ``batch_wait_ms`` (until ``max_batch`` inputs), and runs them as one ``pre
 thread. There is one call at a time per model, so the tokenizer and the model are never used by two
 threads at once, and the event loop stays free to accept requests meanwhile. Each request's future gets
 its own slice of the predictions, in order. With micro-batching off the worker takes one request at a time.
+
+No request can change another's answer: each input is encoded as what it is (a single text beside a
+pair, any length: padding is masked), and when a merged pass fails, each request is run again alone, so
+only the request at fault gets the error.
 """
 
 from __future__ import annotations
@@ -144,14 +148,16 @@ class MicroBatcher:
         examples = [ex for job in ready for ex in job.examples]
         try:
             predictions = self.predictor.predict_examples(examples)
-        except TaskheadError as exc:
+        except Exception as exc:  # any failure goes to the request(s) at fault
             if len(ready) == 1:
                 ready[0].error = exc
                 return
-            for job in ready:  # find the request at fault: the others still get their answers
+            # find the request at fault (bad input: 422, or an input the model fails on: 500); the others
+            # still get their answers: no request changes another's answer, not even into an error
+            for job in ready:
                 try:
                     job.predictions = self.predictor.predict_examples(job.examples)
-                except TaskheadError as one:
+                except Exception as one:  # answered as this request's own error
                     job.error = one
             return
         self.stats.batches += 1

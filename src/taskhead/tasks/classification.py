@@ -68,13 +68,18 @@ class ClassificationTask:
         labels: list[str] | None = None,
         thresholds: list[float] | None = None,
         standard_head: bool | None = None,
+        class_weights: list[float] | None = None,
+        pairs: bool | None = None,
         **_: Any,
     ) -> None:
         self.options = options
         self.labels: list[str] = list(labels or [])
         self.thresholds = thresholds
-        self.class_weights: list[float] | None = None
+        # loss weights per label, fixed from the training data's counts and saved in the run's state: a
+        # reloaded run has no training data to count again (balanced weights would all be 0)
+        self.class_weights = class_weights
         self.standard_head = standard_head
+        self.pairs = pairs  # whether the model was trained on text pairs; None: unknown (older runs)
 
     # ------------------------------------------------------------------ data
 
@@ -142,7 +147,25 @@ class ClassificationTask:
                 raise DataError([f"{where}: {key}: expected a non-empty string, found {ex[key]!r}"])
         if "text" not in ex:
             raise DataError([f"{where}: text: missing"])
+        problem = self._shape_problem(ex)
+        if problem:
+            raise DataError([problem])
         return ex
+
+    def _shape_problem(self, ex: Example) -> str | None:
+        """A located message when an input's shape (single text or pair) is not what the model was trained
+        on: a pair given to a single-text model (or the reverse) would be read as something else."""
+        if self.pairs is None or ("text_pair" in ex) == self.pairs:
+            return None
+        if self.pairs:
+            return (
+                f"{ex['_where']}: text_pair: missing; the model was trained on text pairs, so each input "
+                f"must be a (text, text_pair) pair"
+            )
+        return (
+            f"{ex['_where']}: text_pair: the model was trained on single texts, so an input must be one "
+            f"text; found a (text, text_pair) pair"
+        )
 
     def _gold(self, ex: Example) -> list[str]:
         return list(ex.get("labels") or []) if self.options.multi_label else [ex["label"]]
@@ -183,7 +206,11 @@ class ClassificationTask:
                 warnings.append(f"{where[label]}: label {label!r} occurs only once in the training data")
             elif train and counts.get(label, 0) == 0:
                 warnings.append(f"label {label!r} (data.labels) never occurs in the training data")
-        self._set_class_weights(counts, len(train))
+        if train:
+            self.pairs = any("text_pair" in ex for ex in train)
+            self._set_class_weights(counts, len(train))
+        elif self.class_weights is None and isinstance(self.options.class_weights, dict):
+            self._set_class_weights(counts, 0)  # a run saved before weights were kept: explicit ones rebuild
         return warnings
 
     def _set_class_weights(self, counts: Counter[str], n: int) -> None:
@@ -225,41 +252,62 @@ class ClassificationTask:
     # ------------------------------------------------------------------ encoding
 
     def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
-        texts = [ex["text"] for ex in examples]
-        pairs = [ex["text_pair"] for ex in examples] if examples and "text_pair" in examples[0] else None
-        args = (texts, pairs) if pairs is not None else (texts,)
-        full = tokenizer(*args, truncation=False, verbose=False)
-        long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > model.max_length]
-        per_example: dict[int, list[dict[str, list[int]]]] = {}
-        if long:
-            windows = self.options.long_texts == "sliding_window"
-            sub = (
-                ([texts[i] for i in long], [pairs[i] for i in long]) if pairs else ([texts[i] for i in long],)
-            )
-            kwargs: dict[str, Any] = {
-                "truncation": "only_second" if (windows and pairs) else True,
-                "max_length": model.max_length,
-            }
-            if windows:
-                kwargs.update(stride=self.options.stride, return_overflowing_tokens=True)
-            enc = tokenizer(*sub, **kwargs)
-            owners = enc["overflow_to_sample_mapping"] if windows else range(len(long))
-            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-            for j, owner in enumerate(owners):
-                per_example.setdefault(long[owner], []).append({k: enc[k][j] for k in keys})
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in full]
+        """Features for examples that may mix single texts and pairs: each is encoded as what it is.
+
+        Raises:
+            DataError: an input whose shape (single text or pair) differs from the training data's.
+        """
+        problems = [p for p in map(self._shape_problem, examples) if p]
+        if problems:
+            raise DataError(problems[:20], total=len(problems))
+        parts: list[list[dict[str, Any]]] = [[] for _ in examples]
+        long = 0
+        for with_pair in (False, True):  # one tokenizer call per shape: one call takes one shape for all
+            group = [i for i, ex in enumerate(examples) if ("text_pair" in ex) == with_pair]
+            if group:
+                encoded, n_long = self._tokenize([examples[i] for i in group], tokenizer, model, with_pair)
+                long += n_long
+                for i, example_parts in zip(group, encoded, strict=True):
+                    parts[i] = example_parts
         inputs, owner_of = [], []
         label_index = {label: i for i, label in enumerate(self.labels)}
         for i, ex in enumerate(examples):
-            parts = per_example.get(i) or [{k: full[k][i] for k in keys}]
             target = self._target(ex, label_index)
-            for part in parts:
-                if target is not None:
-                    part = {**part, "labels": target}
-                inputs.append(part)
+            for part in parts[i]:
+                inputs.append(part if target is None else {**part, "labels": target})
                 owner_of.append(i)
-        windowed = sum(1 for parts in per_example.values() if len(parts) > 1)
-        return Features(inputs, owner_of, truncated=len(long) - windowed, windowed=windowed)
+        windowed = sum(1 for p in parts if len(p) > 1)
+        return Features(inputs, owner_of, truncated=long - windowed, windowed=windowed)
+
+    def _tokenize(
+        self, examples: list[Example], tokenizer: Any, model: ModelConfig, with_pair: bool
+    ) -> tuple[list[list[dict[str, list[int]]]], int]:
+        """Token ids of examples of one shape: per example its parts (several with sliding windows), and
+        how many examples were longer than ``model.max_length``."""
+        texts = [ex["text"] for ex in examples]
+        pairs = [ex["text_pair"] for ex in examples] if with_pair else None
+        args = (texts, pairs) if pairs is not None else (texts,)
+        full = tokenizer(*args, truncation=False, verbose=False)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in full]
+        out = [[{k: full[k][i] for k in keys}] for i in range(len(examples))]
+        long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > model.max_length]
+        if not long:
+            return out, 0
+        windows = self.options.long_texts == "sliding_window"
+        sub = ([texts[i] for i in long], [pairs[i] for i in long]) if pairs else ([texts[i] for i in long],)
+        kwargs: dict[str, Any] = {
+            "truncation": "only_second" if (windows and pairs) else True,
+            "max_length": model.max_length,
+        }
+        if windows:
+            kwargs.update(stride=self.options.stride, return_overflowing_tokens=True)
+        enc = tokenizer(*sub, **kwargs)
+        owners = enc["overflow_to_sample_mapping"] if windows else range(len(long))
+        for i in long:
+            out[i] = []
+        for j, owner in enumerate(owners):
+            out[long[owner]].append({k: enc[k][j] for k in keys})
+        return out, len(long)
 
     def _target(self, ex: Example, label_index: dict[str, int]) -> Any:
         if self.options.multi_label:
@@ -277,43 +325,27 @@ class ClassificationTask:
         return model.pooling == "cls" and model.head_hidden_size is None
 
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+        """The backbone with a head for ``self.labels``; a fine-tuned head in the backbone is reused with its
+        rows matched by label name (``model.reuse_head``). Raises ConfigError for another label set."""
+        from transformers import AutoModelForSequenceClassification
+
+        from taskhead.modeling import labelled_head, pooled_classifier
 
         self.standard_head = self._is_standard(model)
-        common = {"trust_remote_code": model.trust_remote_code}
         if self.standard_head:
             extra = {"classifier_dropout": model.head_dropout} if model.head_dropout is not None else {}
-            net = AutoModelForSequenceClassification.from_pretrained(
+            kind = "multi_label_classification" if self.options.multi_label else "single_label_classification"
+            return labelled_head(
+                AutoModelForSequenceClassification,
                 backbone,
-                num_labels=len(self.labels),
-                id2label=dict(enumerate(self.labels)),
-                label2id={label: i for i, label in enumerate(self.labels)},
-                problem_type="multi_label_classification"
-                if self.options.multi_label
-                else "single_label_classification",
+                model,
+                tokenizer,
+                self.labels,
+                "classification",
+                problem_type=kind,
                 **extra,
-                **common,
             )
-        else:
-            from taskhead.modeling import PooledClassifier
-
-            config = AutoConfig.from_pretrained(backbone, **common)
-            dropout = (
-                model.head_dropout
-                if model.head_dropout is not None
-                else getattr(config, "hidden_dropout_prob", 0.1)
-            )
-            net = PooledClassifier(
-                AutoModel.from_pretrained(backbone, **common),
-                len(self.labels),
-                pooling=model.pooling,
-                hidden_size=model.head_hidden_size,
-                dropout=dropout,
-            )
-        from taskhead.modeling import fit_embeddings
-
-        fit_embeddings(net if self.standard_head else net.encoder, tokenizer)
-        return net
+        return pooled_classifier(backbone, model, tokenizer, self.labels)
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
         if self.standard_head:
@@ -335,6 +367,7 @@ class ClassificationTask:
             pooling=model.pooling,
             hidden_size=model.head_hidden_size,
             dropout=0.0,
+            labels=self.labels,
         )
         net.load_head(directory)
         return net
@@ -422,7 +455,13 @@ class ClassificationTask:
         return {"thresholds": dict(zip(self.labels, self.thresholds, strict=True))}
 
     def state(self) -> dict[str, Any]:
-        return {"labels": self.labels, "thresholds": self.thresholds, "standard_head": self.standard_head}
+        return {
+            "labels": self.labels,
+            "thresholds": self.thresholds,
+            "standard_head": self.standard_head,
+            "class_weights": self.class_weights,
+            "pairs": self.pairs,
+        }
 
     def model_card(self) -> str:
         kind = "multi-label (sigmoid)" if self.options.multi_label else "multi-class (softmax)"

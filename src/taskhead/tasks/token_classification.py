@@ -482,18 +482,17 @@ class TokenClassificationTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        from taskhead.modeling import standard_head
+        from taskhead.modeling import labelled_head
 
         extra = {"classifier_dropout": model.head_dropout} if model.head_dropout is not None else {}
-        return standard_head(
+        # a fine-tuned tagging head in the backbone is reused with its rows matched by tag name
+        return labelled_head(
             AutoModelForTokenClassification,
             backbone,
             model,
             tokenizer,
+            self.labels,
             "token classification",
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={tag: i for i, tag in enumerate(self.labels)},
             **extra,
         )
 
