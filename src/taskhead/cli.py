@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "csv", "tsv", "jsonl", "parquet", "text", "conll", "conllu"],
         help="input format (default: from the extension; stdin: JSON Lines or text)",
     )
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="decoding setting of a generation run for this prediction, e.g. --set num_beams=4 "
+        "(repeatable; default: the run's own)",
+    )
     _inference_options(r)
     for module in EXTENSIONS:  # index / search / mine / serve / export: each module adds its own commands
         try:
@@ -170,10 +179,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from taskhead.rundir import atomic_write_text
 
+    settings = _settings(args.settings)
     predictor = _predictor(args)
-    data = predictor.config.data.model_copy(update={"format": args.format})
-    examples = predictor.task.read(args.input, data, labelled=False)
-    lines = [json.dumps(p, ensure_ascii=False) for p in predictor.predict_examples(examples)]
+    predictor.task_with(settings)  # unknown or bad settings fail before the input is read
+    examples = predictor.read_inputs(args.input, fmt=args.format)
+    predictions = predictor.predict_examples(examples, **settings)
+    lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     text = "\n".join(lines) + ("\n" if lines else "")
     if args.output:
         atomic_write_text(Path(args.output), text)
@@ -181,6 +192,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """``--set num_beams=4 --set do_sample=true`` -> ``{"num_beams": 4, "do_sample": True}`` (YAML values)."""
+    from taskhead.config import parse_override
+    from taskhead.errors import ConfigError
+
+    settings: dict[str, Any] = {}
+    for item in items:
+        try:
+            parts, value = parse_override(item)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item!r}: {str(exc).split(': ', 1)[-1]}") from None
+        settings[".".join(parts)] = value
+    return settings
 
 
 COMMANDS: dict[str, Any] = {

@@ -7,7 +7,11 @@ sorted order.
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -175,20 +179,44 @@ class Predictor:
         self.precision = inference_precision(self.device, precision, backend)
         self.progress = progress
 
+    @classmethod
+    def from_memory(
+        cls,
+        run_dir: str | Path,
+        config: Any,
+        task: Any,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        batch_size: int = 64,
+        precision: str = "fp32",
+        progress: bool = False,
+    ) -> Predictor:
+        """A Predictor over a model in memory (``Run.in_memory()``: the trained model before saving), on
+        the device the model is on."""
+        self = cls.__new__(cls)
+        self.run_dir, self.meta, self.config, self.task = Path(run_dir), {}, config, task
+        self.tokenizer, self.model, self.backend = tokenizer, model, "torch"
+        self.device = next(model.parameters()).device
+        self.batch_size, self.progress = batch_size, progress
+        self.precision = inference_precision(self.device, precision)
+        return self
+
     @property
     def labels(self) -> list[str]:
         return list(getattr(self.task, "labels", []))
 
     def _run(
-        self, examples: list[Example], *, with_loss: bool = False
+        self, examples: list[Example], *, with_loss: bool = False, task: Any = None
     ) -> tuple[np.ndarray | list[np.ndarray], Features, float | None]:
         from taskhead.data.collate import PadCollator
 
-        features = self.task.encode(examples, self.tokenizer, self.config.model)
+        task = task if task is not None else self.task
+        features = task.encode(examples, self.tokenizer, self.config.model)
         collate = PadCollator(
-            self.tokenizer.pad_token_id, sequence_labels=getattr(self.task, "sequence_labels", False)
+            self.tokenizer.pad_token_id, sequence_labels=getattr(task, "sequence_labels", False)
         )
-        run = getattr(self.task, "run_outputs", None) or forward_outputs
+        run = getattr(task, "run_outputs", None) or forward_outputs
         outputs, loss = run(
             self.model,
             features,
@@ -196,37 +224,179 @@ class Predictor:
             batch_size=self.batch_size,
             device=self.device,
             precision=self.precision,
-            loss_fn=self.task.loss if with_loss else None,
+            loss_fn=task.loss if with_loss else None,
             progress="predicting" if self.progress else None,
         )
         return outputs, features, loss
 
-    def predict_examples(self, examples: list[Example]) -> list[dict[str, Any]]:
+    def predict_examples(self, examples: list[Example], **settings: Any) -> list[dict[str, Any]]:
+        """Predictions for already-made examples, in order.
+
+        ``settings`` are decoding settings for this call (generation runs: ``num_beams=4``, ...), over the
+        run's own. An example may carry its own under ``"_decoding"`` (the server stamps each request's):
+        examples are run in groups of equal settings, so one request's settings never reach another's.
+
+        Raises:
+            ConfigError: a setting the task does not have, or a value out of range.
+        """
         if not examples:
             return []
-        outputs, features, _ = self._run(examples)
-        return self.task.decode(outputs, features, examples)
+        groups: dict[str, list[int]] = {}
+        chosen: dict[str, dict[str, Any]] = {}
+        for i, ex in enumerate(examples):
+            merged = {**settings, **(ex.get("_decoding") or {})}
+            key = json.dumps(merged, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
+            chosen[key] = merged
+        predictions: list[dict[str, Any]] = [{} for _ in examples]
+        for key, idx in groups.items():
+            task = self.task_with(chosen[key])
+            group = [examples[i] for i in idx]
+            outputs, features, _ = self._run(group, task=task)
+            for i, pred in zip(idx, task.decode(outputs, features, group), strict=True):
+                predictions[i] = pred
+        return predictions
 
-    def predict(self, inputs: Sequence[Any] | str) -> list[dict[str, Any]]:
-        """Predict for texts, (text, text_pair) pairs or dicts with the task's fields (``text``, ``id``)."""
+    def task_with(self, settings: dict[str, Any], where: str = "--set") -> Any:
+        """The run's task with decoding ``settings`` over its own (the task itself when there are none).
+
+        Raises:
+            ConfigError: the task has no decoding settings, an unknown key (with the closest match), or a
+                bad value; the message starts with ``where``.
+        """
+        if not settings:
+            return self.task
+        with_decoding = getattr(self.task, "with_decoding", None)
+        if with_decoding is None:
+            raise ConfigError(
+                f"{where}: {self.task.name} runs have no decoding settings "
+                f"(got {', '.join(sorted(settings))}); decoding settings apply to generation runs"
+            )
+        return with_decoding(settings, where)
+
+    def to_example(self, record: Any, where: str) -> Example:
+        """The task's example for one input; dicts may use the run's training column names or the generic
+        names (``text``/``text_pair``, ``question``/``context``, ``source``)."""
+        return self.task.to_example(generic_record(record, self.config.data.columns), where)
+
+    def predict(self, inputs: Sequence[Any] | str, **settings: Any) -> list[dict[str, Any]]:
+        """Predict for texts, pairs or dicts, one prediction per input, in order.
+
+        Args:
+            inputs: a text; or a list of texts, ``(text, text_pair)`` / ``(question, context)`` pairs, or
+                dicts with the generic names (``text``, ``text_pair``, ``question``, ``context``,
+                ``source``, ``tokens``) or the run's training column names, optionally with an ``id``.
+            **settings: decoding settings of generation runs for this call (``num_beams=4``,
+                ``max_new_tokens=32``, ``do_sample=True``, ...); default: the run's own.
+
+        Raises:
+            DataError: an input the task cannot take (``input N`` names it).
+            ConfigError: a decoding setting the task does not have, or a bad value.
+        """
         if isinstance(inputs, str):
             inputs = [inputs]
-        examples = [self.task.to_example(x, f"input {i}") for i, x in enumerate(inputs, 1)]
-        return self.predict_examples(examples)
+        self.task_with(settings)  # unknown or bad settings fail before any input is encoded
+        examples = [self.to_example(x, f"input {i}") for i, x in enumerate(inputs, 1)]
+        return self.predict_examples(examples, **settings)
 
     def read(self, path: str | Path, *, labelled: bool) -> list[Example]:
         """Read a file with the run's data settings (column names, format, encoding)."""
         return self.task.read(path, self.config.data, labelled=labelled)
 
-    def evaluate(self, data: str | Path | list[Example]) -> dict[str, Any]:
-        """Metrics on a labelled data file (or already-read examples)."""
+    def read_inputs(self, path: str | Path, *, fmt: str = "auto") -> list[Example]:
+        """Prediction inputs from a file (or ``-``: standard input).
+
+        The task's own reader with the run's column names and layouts comes first (CoNLL, SQuAD JSON,
+        parallel text, training columns); where it cannot read the file, each row (or each non-blank line of
+        a text file) goes through ``to_example``, which takes the generic names. The task reader's located
+        error is raised when neither reads the file.
+
+        Raises:
+            DataError: a file neither way reads, naming file, line and field.
+        """
+        from taskhead.errors import TaskheadError
+
+        data = self.config.data.model_copy(update={"format": fmt})
+        raw = sys.stdin.buffer.read() if str(path) == "-" else None  # two readers may read it
+        with _stdin_replay(raw):
+            try:
+                return self.task.read(path, data, labelled=False)
+            except TaskheadError as own:
+                first = own
+        with _stdin_replay(raw):
+            try:
+                return self._read_generic(path, data)
+            except TaskheadError:
+                raise first from None
+
+    def _read_generic(self, path: str | Path, data: Any) -> list[Example]:
+        from taskhead.data.readers import detect_format, read_data_table, read_text_source
+        from taskhead.errors import DataError
+
+        spec = str(path)
+        fmt = data.format
+        if fmt == "auto" and spec != "-":
+            fmt = detect_format(path, fmt)
+        if fmt == "auto":  # standard input: JSON Lines when the first line is an object, else text lines
+            text = read_text_source(path, data.encoding)
+            first = next((ln.strip() for ln in text.split("\n") if ln.strip()), "")
+            fmt = "jsonl" if first.startswith("{") else "text"
+            sys.stdin = io.TextIOWrapper(io.BytesIO(text.encode("utf-8")), encoding="utf-8")
+            data = data.model_copy(update={"encoding": "utf-8"})
+        if fmt == "text":  # lines break at \n only (str.splitlines also breaks at U+2028 and others)
+            text = read_text_source(path, data.encoding)
+            name = "<stdin>" if spec == "-" else spec
+            lines = [(n, ln.rstrip("\r")) for n, ln in enumerate(text.split("\n"), 1)]
+            examples = [self.to_example(ln, f"{name}:{n}") for n, ln in lines if ln.strip()]
+        else:
+            table = read_data_table(path, data, text_column="text", fmt=fmt)
+            examples = [self.to_example(dict(row.values), table.loc(row)) for row in table.rows]
+        if not examples:
+            raise DataError([f"{spec}: no inputs found"])
+        return examples
+
+    def evaluate(self, data: str | Path | list[Example], **settings: Any) -> dict[str, Any]:
+        """Metrics on a labelled data file (or already-read examples); ``settings`` as in ``predict``."""
+        task = self.task_with(settings)
         examples = self.read(data, labelled=True) if isinstance(data, (str, Path)) else data
         self.task.prepare({"eval": examples}, self.config.data)  # checks labels against the saved set
         if not examples:
             return {}
-        outputs, features, loss = self._run(examples, with_loss=True)
-        metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
-        return add_loss(metrics, loss, self.task)
+        outputs, features, loss = self._run(examples, with_loss=True, task=task)
+        metrics = task.score(task.decode(outputs, features, examples), examples)
+        return add_loss(metrics, loss, task)
+
+
+GENERIC_NAMES = ("id", "text", "text_pair", "question", "context", "source", "tokens")
+
+
+def generic_record(record: Any, columns: Any) -> Any:
+    """A dict input with the run's training column names copied to the generic names the tasks'
+    ``to_example`` takes (``sentence1`` -> ``text`` where ``data.columns.text`` is ``sentence1``); other
+    inputs as they are. A generic name already in the record wins."""
+    if not isinstance(record, dict):
+        return record
+    configured = {"anchor": "text", "positive": "text_pair"}
+    out = dict(record)
+    for name, column in columns:
+        generic = configured.get(name, name)
+        if generic in GENERIC_NAMES and isinstance(column, (str, int)) and str(column) in record:
+            out.setdefault(generic, record[str(column)])
+    return out
+
+
+@contextmanager
+def _stdin_replay(raw: bytes | None) -> Iterator[None]:
+    """Standard input, read once (``raw``), replayed to one more reader; nothing when ``raw`` is None."""
+    if raw is None:
+        yield
+        return
+    saved = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
+    try:
+        yield
+    finally:
+        sys.stdin = saved
 
 
 def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:

@@ -90,8 +90,16 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -> str:
-    """A short Markdown model card: what, how, how well, with which versions, and how to use it."""
+DEFAULT_EXAMPLE_INPUT = '["some text"]'
+
+
+def model_card(
+    meta: dict[str, Any], metrics: dict[str, Any], task_lines: str, example_input: str | None = None
+) -> str:
+    """A short Markdown model card: what, how, how well, with which versions, and how to use it.
+
+    ``RUN_DIR`` in ``task_lines`` (the task's snippets) becomes the run directory; ``example_input`` is the
+    Python literal the "Use" snippet predicts for (default ``["some text"]``)."""
     from taskhead.evaluation import scalar_metrics
 
     cfg = meta["config"]
@@ -103,7 +111,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -
         f"`{cfg['model']['backbone']}`.",
         "",
         "## Task",
-        task_lines,
+        task_lines.replace("RUN_DIR", str(meta["run_dir"])),
         "",
         "## Data",
         *[
@@ -136,7 +144,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -
         "import taskhead",
         "",
         f"predictor = taskhead.load({str(meta['run_dir'])!r})",
-        'print(predictor.predict(["some text"]))',
+        f"print(predictor.predict({example_input or DEFAULT_EXAMPLE_INPUT}))",
         "```",
         "",
     ]
