@@ -196,6 +196,11 @@ def test_model_card_snippets_run(task: str, tiny_runs: Any, capsys: pytest.Captu
     for code in snippets:
         exec(compile(code, f"{task} model card", "exec"), {})  # the card's own code
     assert capsys.readouterr().out
+    card = (tiny_runs[task] / "README.md").read_text(encoding="utf-8")
+    for call in re.findall(r"`(pipeline\([^`]*\))`", card):  # inline pipeline snippets load and run too
+        from transformers import pipeline
+
+        assert eval(call, {"pipeline": pipeline})("good movie")
 
 
 @pytest.mark.parametrize("objective", ["masked", "causal"])
