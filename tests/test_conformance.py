@@ -147,6 +147,18 @@ VARIANTS: dict[str, tuple[str, Case]] = {
     "classification-multi-label": ("classification", multi_label_case),
     "generation-beam-search": ("generation", beam_generation_case),
 }
+# every task predicts from the generic names (with ids, so that file and Python inputs compare equal)
+GENERIC_INPUTS: dict[str, list[dict[str, Any]]] = {
+    "classification": [{"id": "a", "text": "good movie"}, {"id": "b", "text": "awful plot"}],
+    "token-classification": [
+        {"id": "a", "text": "Alice won the match in New York."},
+        {"id": "b", "tokens": ["bob", "was", "in", "rome"]},
+    ],
+    "question-answering": [{"id": "a", "question": "what fell", "context": "the market fell"}],
+    "generation": [{"id": "a", "source": "good movie"}, {"id": "b", "text": "awful plot"}],
+    "embedding": [{"id": "a", "text": "good movie"}, {"id": "b", "text": "good movie", "text_pair": "bad"}],
+    "language-modeling": [{"id": "a", "text": "good [MASK]"}],
+}
 ALL_CASES = {**{name: (name, case) for name, case in CASES.items()}, **VARIANTS}
 
 
@@ -173,6 +185,12 @@ def test_train_save_reload_predict(name: str, tiny_backbone: Path, tmp_path: Pat
     reloaded = taskhead.load(run.run_dir, precision=precision).predict(inputs)
     assert len(in_memory) == len(inputs)
     assert reloaded == in_memory  # same weights, same inputs, same precision: identical
+
+    task = ALL_CASES[name][0]
+    generic = write_jsonl(tmp_path / "generic.jsonl", GENERIC_INPUTS[task])
+    predictor = taskhead.load(run.run_dir, precision=precision)
+    from_file = predictor.predict_examples(predictor.read_inputs(generic))
+    assert from_file == predictor.predict(GENERIC_INPUTS[task])
 
     recorded = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))["eval"]
     again = taskhead.load(run.run_dir, precision=precision).evaluate(run.config.data.eval)
