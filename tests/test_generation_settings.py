@@ -74,6 +74,13 @@ def test_unknown_or_bad_settings_are_located_errors(seq2seq_run: Path, tiny_runs
         predictor.predict(TEXTS, num_beams=0)
     with pytest.raises(ConfigError, match=r"--set top_p: .*got 'high'"):
         predictor.predict(TEXTS, top_p="high")
+    with pytest.raises(ConfigError, match=r"--set temperature: applies only with do_sample=true"):
+        predictor.predict(TEXTS, temperature=0.5)  # transformers would ignore it without sampling
+    with pytest.raises(ConfigError, match=r"--set length_penalty: applies only with num_beams > 1"):
+        predictor.predict(TEXTS, num_beams=1, length_penalty=2.0)
+    assert predictor.predict(TEXTS, do_sample=True, temperature=0.5, seed=1) == predictor.predict(
+        TEXTS, do_sample=True, temperature=0.5, seed=1
+    )
     classifier = taskhead.load(tiny_runs["classification"])
     with pytest.raises(ConfigError, match="classification runs have no decoding settings"):
         classifier.predict(["good movie"], num_beams=4)

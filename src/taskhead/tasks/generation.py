@@ -80,6 +80,8 @@ DECODING_SETTINGS = (
     "top_p",
     "seed",
 )
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")
+BEAMS_ONLY = ("length_penalty", "early_stopping")
 
 
 class GenerationTask:
@@ -382,6 +384,16 @@ class GenerationTask:
             raise ConfigError(
                 f"{where} {key}: {err['msg']} (got {settings.get(key, err.get('input'))!r})"
             ) from None
+        for keys, needs, ok in (
+            (SAMPLING_ONLY, "do_sample=true", options.do_sample),
+            (BEAMS_ONLY, "num_beams > 1", options.num_beams > 1),
+        ):
+            idle = [key for key in keys if key in settings]
+            if idle and not ok:  # transformers would ignore them: say so instead of decoding as before
+                raise ConfigError(
+                    f"{where} {idle[0]}: applies only with {needs} (this decoding has do_sample="
+                    f"{str(options.do_sample).lower()}, num_beams={options.num_beams}); set that too"
+                )
         task = GenerationTask(options, architecture=self.architecture, qa=self.qa)
         task.tokenizer = self.tokenizer
         return task
