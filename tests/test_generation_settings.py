@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,31 +107,46 @@ def test_cli_set(seq2seq_run: Path, tiny_runs: Any, tmp_path: Path) -> None:
     assert "classification runs have no decoding settings" in result.stderr
 
 
+class Recording:
+    """A Predictor that records how many inputs each merged batch (``predict_examples`` call) held."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def predict_examples(self, examples: list[dict[str, Any]], **settings: Any) -> list[dict[str, Any]]:
+        self.calls.append(len(examples))
+        return self.inner.predict_examples(examples, **settings)
+
+
 def test_server_settings_per_request(seq2seq_run: Path) -> None:
+    import asyncio
+
+    import httpx
+
     from taskhead.serving import ServeSettings, create_app
 
     predictor = taskhead.load(seq2seq_run, precision="fp32")
     default = predictor.predict(TEXTS)
     longer = predictor.predict(TEXTS, min_new_tokens=6, max_new_tokens=6)
-    app = create_app({"g": predictor}, settings=ServeSettings(batch_wait_ms=50))
-    bodies = [
-        {"inputs": TEXTS},
-        {"inputs": TEXTS, "settings": {"min_new_tokens": 6, "max_new_tokens": 6}},
-    ] * 2
-    answers: list[Any] = [None] * len(bodies)
+    recording = Recording(predictor)
+    app = create_app({"g": recording}, settings=ServeSettings(batch_wait_ms=300))
+    bodies = [{"inputs": TEXTS}, {"inputs": TEXTS, "settings": {"min_new_tokens": 6, "max_new_tokens": 6}}]
+
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            posts = [client.post("/v1/models/g/predict", json=b) for b in bodies * 2]
+            return list(await asyncio.gather(*posts))
+
+    answers = asyncio.run(post_all())
+    assert [a.status_code for a in answers] == [200] * 4
+    assert max(recording.calls) > len(TEXTS)  # requests with different settings were merged into a batch
+    got = [a.json()["predictions"] for a in answers]
+    assert got == [default, longer, default, longer]  # one request's settings never reach another
     with TestClient(app) as client:
-
-        def post(i: int) -> None:
-            answers[i] = client.post("/v1/models/g/predict", json=bodies[i])
-
-        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert [a.status_code for a in answers] == [200] * 4
-        got = [a.json()["predictions"] for a in answers]
-        assert got == [default, longer, default, longer]  # one request's settings never reach another
         bad = client.post("/v1/models/g/predict", json={"inputs": TEXTS, "settings": {"beams": 2}})
         assert bad.status_code == 422 and "settings beams: not a decoding setting" in bad.json()["detail"]
 
