@@ -1,10 +1,18 @@
-"""One check over every registered task: build a tiny model, train two steps, save, reload, predict.
+"""One check over every registered task (scikit-learn's ``test_common`` idea): train a tiny model a few
+steps, predict with the model still in memory, save, reload, predict again.
 
-Predictions must be identical before and after reload. A new task adds a case to CASES.
+- predictions of the reloaded run equal those of the in-memory model (a save/load bug shows here: the
+  old form compared two reloads of the same directory, which agree even when saving lost something);
+- ``Predictor.evaluate`` on the reloaded run equals the eval metrics recorded at training time
+  (``metrics.json`` "eval"), loss included.
+
+Variants cover options that change the loss or the decoding (class weights, multi-label, beam search). A
+new task adds a case to CASES.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,12 @@ from conftest import (
 )
 
 import taskhead
+from taskhead.evaluation import scalar_metrics
 from taskhead.tasks import registered
+
+TOLERANCE = 1e-5
+
+Case = Callable[[Path, Path], tuple[dict, list[Any]]]
 
 
 def classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
@@ -32,6 +45,30 @@ def classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
         "eval": write_jsonl(tmp / "eval.jsonl", sentiment_records(1)),
     }
     return tiny_config(backbone, data, tmp / "run"), ["good movie", {"id": "x", "text": "awful plot"}]
+
+
+def balanced_classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    """Class weights change the loss: the reloaded run must weigh the loss as training did."""
+    rows = sentiment_records(2)
+    rows = [r for r in rows if r["label"] == "pos"] + [r for r in rows if r["label"] == "neg"][:6]
+    data = {
+        "train": write_jsonl(tmp / "train.jsonl", rows),
+        "eval": write_jsonl(tmp / "eval.jsonl", rows[:4] + rows[-4:]),
+    }
+    config = tiny_config(
+        backbone, data, tmp / "run", task={"name": "classification", "class_weights": "balanced"}
+    )
+    return config, ["good movie", {"id": "x", "text": "awful plot"}]
+
+
+def multi_label_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    rows = [
+        {"id": f"m{i}", "text": t, "labels": [label, *(["film"] if "film" in t else [])]}
+        for i, (t, label) in enumerate([(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE])
+    ]
+    data = {"train": write_jsonl(tmp / "train.jsonl", rows), "eval": write_jsonl(tmp / "eval.jsonl", rows)}
+    task = {"name": "classification", "multi_label": True, "tune_thresholds": True}
+    return tiny_config(backbone, data, tmp / "run", task=task), ["good film", {"id": "x", "text": "sad"}]
 
 
 def token_classification_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
@@ -72,6 +109,13 @@ def generation_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
     return config, ["good movie", {"id": "x", "source": "awful plot"}]  # warm start from the tiny encoder
 
 
+def beam_generation_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
+    """Decoding settings of the run (beam search, a minimum length) must survive the round trip."""
+    config, inputs = generation_case(backbone, tmp)
+    config["task"].update(num_beams=3, min_new_tokens=3, no_repeat_ngram_size=2)
+    return config, inputs
+
+
 def language_modeling_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
     text = tmp / "train.txt"
     text.write_text("\n".join(r["text"] for r in sentiment_records(2)) + "\n", encoding="utf-8")
@@ -89,7 +133,7 @@ def embedding_case(backbone: Path, tmp: Path) -> tuple[dict, list[Any]]:
     return config, ["good movie", ("good movie", "bad film"), {"id": "x", "text": "awful plot"}]
 
 
-CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
+CASES: dict[str, Case] = {
     "classification": classification_case,
     "token-classification": token_classification_case,
     "question-answering": question_answering_case,
@@ -97,21 +141,58 @@ CASES: dict[str, Callable[[Path, Path], tuple[dict, list[Any]]]] = {
     "embedding": embedding_case,
     "language-modeling": language_modeling_case,
 }
+# options that change the loss or the decoding: case name -> (task, case)
+VARIANTS: dict[str, tuple[str, Case]] = {
+    "classification-balanced": ("classification", balanced_classification_case),
+    "classification-multi-label": ("classification", multi_label_case),
+    "generation-beam-search": ("generation", beam_generation_case),
+}
+# every task predicts from the generic names (with ids, so that file and Python inputs compare equal)
+GENERIC_INPUTS: dict[str, list[dict[str, Any]]] = {
+    "classification": [{"id": "a", "text": "good movie"}, {"id": "b", "text": "awful plot"}],
+    "token-classification": [
+        {"id": "a", "text": "Alice won the match in New York."},
+        {"id": "b", "tokens": ["bob", "was", "in", "rome"]},
+    ],
+    "question-answering": [{"id": "a", "question": "what fell", "context": "the market fell"}],
+    "generation": [{"id": "a", "source": "good movie"}, {"id": "b", "text": "awful plot"}],
+    "embedding": [{"id": "a", "text": "good movie"}, {"id": "b", "text": "good movie", "text_pair": "bad"}],
+    "language-modeling": [{"id": "a", "text": "good [MASK]"}],
+}
+ALL_CASES = {**{name: (name, case) for name, case in CASES.items()}, **VARIANTS}
 
 
 def test_every_registered_task_has_a_case() -> None:
     assert sorted(CASES) == registered()
 
 
-@pytest.mark.parametrize("name", registered())
+def _train(name: str, backbone: Path, tmp: Path) -> tuple[Any, list[Any]]:
+    _, case = ALL_CASES[name]
+    config, inputs = case(backbone, tmp)
+    config["train"]["max_steps"] = 3
+    return taskhead.train(config, quiet=True), inputs
+
+
+@pytest.mark.parametrize("name", sorted(ALL_CASES))
 def test_train_save_reload_predict(name: str, tiny_backbone: Path, tmp_path: Path) -> None:
-    config, inputs = CASES[name](tiny_backbone, tmp_path)
-    config["train"]["max_steps"] = 2
-    run = taskhead.train(config, quiet=True)
+    run, inputs = _train(name, tiny_backbone, tmp_path)
     assert (run.run_dir / "taskhead.json").is_file()
     for part in ("model", "config.yaml", "metrics.json", "README.md"):
         assert (run.run_dir / part).exists(), part
-    first = run.load().predict(inputs)
-    second = taskhead.load(run.run_dir).predict(inputs)
-    assert len(first) == len(inputs)
-    assert first == second
+    meta = json.loads((run.run_dir / "taskhead.json").read_text(encoding="utf-8"))
+    precision = meta.get("precision", "fp32")  # predict as training evaluated
+    in_memory = run.in_memory(precision=precision).predict(inputs)
+    reloaded = taskhead.load(run.run_dir, precision=precision).predict(inputs)
+    assert len(in_memory) == len(inputs)
+    assert reloaded == in_memory  # same weights, same inputs, same precision: identical
+
+    task = ALL_CASES[name][0]
+    generic = write_jsonl(tmp_path / "generic.jsonl", GENERIC_INPUTS[task])
+    predictor = taskhead.load(run.run_dir, precision=precision)
+    from_file = predictor.predict_examples(predictor.read_inputs(generic))
+    assert from_file == predictor.predict(GENERIC_INPUTS[task])
+
+    recorded = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))["eval"]
+    again = taskhead.load(run.run_dir, precision=precision).evaluate(run.config.data.eval)
+    assert "loss" in recorded
+    assert scalar_metrics(again) == pytest.approx(scalar_metrics(recorded), abs=TOLERANCE)

@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
         "must have one (default: the run's data.columns.id, when present). Outputs always carry their "
         "input's `line` (or `record`)",
     )
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="decoding setting of a generation run for this prediction, e.g. --set num_beams=4 "
+        "(repeatable; default: the run's own)",
+    )
     _inference_options(r)
     for module in EXTENSIONS:  # index / search / mine / serve / export: each module adds its own commands
         try:
@@ -178,8 +187,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from taskhead.rundir import atomic_write_text
 
+    settings = _settings(args.settings)
     predictor = _predictor(args)
-    predictions = predictor.predict_file(args.input, fmt=args.format, id_column=args.id_column)
+    predictions = predictor.predict_file(args.input, fmt=args.format, id_column=args.id_column, **settings)
     lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     text = "\n".join(lines) + ("\n" if lines else "")
     if args.output:
@@ -188,6 +198,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """``--set num_beams=4 --set do_sample=true`` -> ``{"num_beams": 4, "do_sample": True}`` (YAML values)."""
+    from taskhead.config import parse_override
+    from taskhead.errors import ConfigError
+
+    settings: dict[str, Any] = {}
+    for item in items:
+        try:
+            parts, value = parse_override(item)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item!r}: {str(exc).split(': ', 1)[-1]}") from None
+        settings[".".join(parts)] = value
+    return settings
 
 
 COMMANDS: dict[str, Any] = {

@@ -7,6 +7,7 @@ sorted order.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -176,20 +177,44 @@ class Predictor:
         self.precision = inference_precision(self.device, precision, backend)
         self.progress = progress
 
+    @classmethod
+    def from_memory(
+        cls,
+        run_dir: str | Path,
+        config: Any,
+        task: Any,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        batch_size: int = 64,
+        precision: str = "fp32",
+        progress: bool = False,
+    ) -> Predictor:
+        """A Predictor over a model in memory (``Run.in_memory()``: the trained model before saving), on
+        the device the model is on."""
+        self = cls.__new__(cls)
+        self.run_dir, self.meta, self.config, self.task = Path(run_dir), {}, config, task
+        self.tokenizer, self.model, self.backend = tokenizer, model, "torch"
+        self.device = next(model.parameters()).device
+        self.batch_size, self.progress = batch_size, progress
+        self.precision = inference_precision(self.device, precision)
+        return self
+
     @property
     def labels(self) -> list[str]:
         return list(getattr(self.task, "labels", []))
 
     def _run(
-        self, examples: list[Example], *, with_loss: bool = False
+        self, examples: list[Example], *, with_loss: bool = False, task: Any = None
     ) -> tuple[np.ndarray | list[np.ndarray], Features, float | None]:
         from taskhead.data.collate import PadCollator
 
-        features = self.task.encode(examples, self.tokenizer, self.config.model)
+        task = task if task is not None else self.task
+        features = task.encode(examples, self.tokenizer, self.config.model)
         collate = PadCollator(
-            self.tokenizer.pad_token_id, sequence_labels=getattr(self.task, "sequence_labels", False)
+            self.tokenizer.pad_token_id, sequence_labels=getattr(task, "sequence_labels", False)
         )
-        run = getattr(self.task, "run_outputs", None) or forward_outputs
+        run = getattr(task, "run_outputs", None) or forward_outputs
         outputs, loss = run(
             self.model,
             features,
@@ -197,23 +222,82 @@ class Predictor:
             batch_size=self.batch_size,
             device=self.device,
             precision=self.precision,
-            loss_fn=self.task.loss if with_loss else None,
+            loss_fn=task.loss if with_loss else None,
             progress="predicting" if self.progress else None,
         )
         return outputs, features, loss
 
-    def predict_examples(self, examples: list[Example]) -> list[dict[str, Any]]:
+    def predict_examples(self, examples: list[Example], **settings: Any) -> list[dict[str, Any]]:
+        """Predictions for already-made examples, in order.
+
+        ``settings`` are decoding settings for this call (generation runs: ``num_beams=4``, ...), over the
+        run's own. An example may carry its own under ``"_decoding"`` (the server stamps each request's):
+        examples are run in groups of equal settings, so one request's settings never reach another's.
+
+        Raises:
+            ConfigError: a setting the task does not have, or a value out of range.
+        """
         if not examples:
             return []
-        outputs, features, _ = self._run(examples)
-        return self.task.decode(outputs, features, examples)
+        groups: dict[str, list[int]] = {}
+        chosen: dict[str, dict[str, Any]] = {}
+        for i, ex in enumerate(examples):
+            merged = {**settings, **(ex.get("_decoding") or {})}
+            key = json.dumps(merged, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
+            chosen[key] = merged
+        predictions: list[dict[str, Any]] = [{} for _ in examples]
+        for key, idx in groups.items():
+            task = self.task_with(chosen[key])
+            group = [examples[i] for i in idx]
+            outputs, features, _ = self._run(group, task=task)
+            for i, pred in zip(idx, task.decode(outputs, features, group), strict=True):
+                predictions[i] = pred
+        return predictions
 
-    def predict(self, inputs: Sequence[Any] | str) -> list[dict[str, Any]]:
-        """Predict for texts, (text, text_pair) pairs or dicts with the task's fields (``text``, ``id``)."""
+    def task_with(self, settings: dict[str, Any], where: str = "--set") -> Any:
+        """The run's task with decoding ``settings`` over its own (the task itself when there are none).
+
+        Raises:
+            ConfigError: the task has no decoding settings, an unknown key (with the closest match), or a
+                bad value; the message starts with ``where``.
+        """
+        if not settings:
+            return self.task
+        with_decoding = getattr(self.task, "with_decoding", None)
+        if with_decoding is None:
+            raise ConfigError(
+                f"{where}: {self.task.name} runs have no decoding settings "
+                f"(got {', '.join(sorted(settings))}); decoding settings apply to generation runs"
+            )
+        return with_decoding(settings, where)
+
+    def to_example(self, record: Any, where: str, columns: Any = None) -> Example:
+        """The task's example for one input; dicts may use the run's training column names (``columns``,
+        default the run's ``data.columns``) or the generic names (``text``/``text_pair``,
+        ``question``/``context``, ``source``)."""
+        columns = self.config.data.columns if columns is None else columns
+        return self.task.to_example(generic_record(record, columns), where)
+
+    def predict(self, inputs: Sequence[Any] | str, **settings: Any) -> list[dict[str, Any]]:
+        """Predict for texts, pairs or dicts, one prediction per input, in order.
+
+        Args:
+            inputs: a text; or a list of texts, ``(text, text_pair)`` / ``(question, context)`` pairs, or
+                dicts with the generic names (``text``, ``text_pair``, ``question``, ``context``,
+                ``source``, ``tokens``) or the run's training column names, optionally with an ``id``.
+            **settings: decoding settings of generation runs for this call (``num_beams=4``,
+                ``max_new_tokens=32``, ``do_sample=True``, ...); default: the run's own.
+
+        Raises:
+            DataError: an input the task cannot take (``input N`` names it).
+            ConfigError: a decoding setting the task does not have, or a bad value.
+        """
         if isinstance(inputs, str):
             inputs = [inputs]
-        examples = [self.task.to_example(x, f"input {i}") for i, x in enumerate(inputs, 1)]
-        return self.predict_examples(examples)
+        self.task_with(settings)  # unknown or bad settings fail before any input is encoded
+        examples = [self.to_example(x, f"input {i}") for i, x in enumerate(inputs, 1)]
+        return self.predict_examples(examples, **settings)
 
     def read(
         self, path: str | Path, *, labelled: bool, fmt: str | None = None, id_column: str | None = None
@@ -231,7 +315,12 @@ class Predictor:
         return data
 
     def predict_file(
-        self, path: str | Path, *, fmt: str = "auto", id_column: str | None = None
+        self,
+        path: str | Path,
+        *,
+        fmt: str = "auto",
+        id_column: str | None = None,
+        **settings: Any,
     ) -> list[dict[str, Any]]:
         """Predict for every input of a file (``-``: standard input), in input order.
 
@@ -239,19 +328,23 @@ class Predictor:
         Lines or CSV/TSV record, or of the first token of a CoNLL sentence) or ``"record"`` (Parquet, JSON
         arrays), followed by ``"id"`` when the input has one (the column ``id_column``, default the run's
         ``data.columns.id``). A raw-text file gives one output per line: a blank line gives
-        ``{"line": N, "error": "empty text"}`` in its place.
+        ``{"line": N, "error": "empty text"}`` in its place. Inputs are read as ``read_inputs`` reads them
+        (the run's own column names and layouts, or the generic names).
 
         Args:
             path: the input file, or ``-``.
             fmt: ``auto`` (by extension; standard input is sniffed) or a format name.
             id_column: the column holding each input's id; every record must have one.
+            **settings: decoding settings of generation runs (as in ``predict``).
 
         Raises:
             DataError: unreadable input, an input without an id in ``id_column``.
-            ConfigError: ``id_column`` given for raw text or CoNLL input, which have no columns.
+            ConfigError: ``id_column`` given for raw text or CoNLL input, which have no columns; a bad
+                decoding setting.
         """
         from taskhead.data.readers import read_text_source, split_lines
 
+        self.task_with(settings, "--set")  # unknown or bad settings fail before the input is read
         data = self._data(fmt, id_column)
         resolved = _input_format(self.task, path, data)
         if id_column is not None and resolved in ("text", "conll", "conllu"):
@@ -259,7 +352,7 @@ class Predictor:
                 f"--id-column {id_column}: {resolved} input has no columns; ids come from JSON Lines, "
                 f"CSV/TSV or Parquet input (outputs of {resolved} input carry their line numbers)"
             )
-        examples = self.task.read(path, data, labelled=False)
+        examples = self._read_inputs(path, data)
         if id_column is not None:
             missing = [ex["_where"] for ex in examples if ex.get("id") is None or not str(ex["id"]).strip()]
             if missing:
@@ -269,22 +362,95 @@ class Predictor:
                 )
         predictions = [
             {**_location(ex["_where"]), **pred}
-            for ex, pred in zip(examples, self.predict_examples(examples), strict=True)
+            for ex, pred in zip(examples, self.predict_examples(examples, **settings), strict=True)
         ]
         if resolved != "text":
             return predictions
         lines = split_lines(read_text_source(path, data.encoding))
         return _with_blank_lines(predictions, lines)
 
-    def evaluate(self, data: str | Path | list[Example]) -> dict[str, Any]:
-        """Metrics on a labelled data file (or already-read examples)."""
+    def read_inputs(self, path: str | Path, *, fmt: str = "auto") -> list[Example]:
+        """Prediction inputs from a file (or ``-``: standard input).
+
+        The task's own reader with the run's column names and layouts comes first (CoNLL, SQuAD JSON,
+        parallel text, training columns); where it cannot read the file, each row (or each non-blank line of
+        a text file) goes through ``to_example``, which takes the generic names. The task reader's located
+        error is raised when neither reads the file.
+
+        Raises:
+            DataError: a file neither way reads, naming file, line and field.
+        """
+        return self._read_inputs(path, self._data(fmt, None))
+
+    def _read_inputs(self, path: str | Path, data: Any) -> list[Example]:
+        from taskhead.errors import TaskheadError
+
+        # standard input is read once and kept by data.readers, so both readers see the same bytes
+        try:
+            return self.task.read(path, data, labelled=False)
+        except TaskheadError as own:
+            first = own
+        try:
+            return self._read_generic(path, data)
+        except TaskheadError:
+            raise first from None
+
+    def _read_generic(self, path: str | Path, data: Any) -> list[Example]:
+        from taskhead.data.readers import (
+            detect_format,
+            numbered_lines,
+            read_data_table,
+            read_text_source,
+            sniff_format,
+        )
+
+        spec = str(path)
+        fmt = data.format
+        if fmt == "auto":
+            fmt = sniff_format(read_text_source(path, data.encoding)) if spec == "-" else detect_format(path)
+        if fmt == "text":
+            name = "<stdin>" if spec == "-" else spec
+            text = read_text_source(path, data.encoding)
+            examples = [
+                self.to_example(line, f"{name}:{n}", data.columns)
+                for n, line in numbered_lines(text)
+                if line.strip()
+            ]
+        else:
+            table = read_data_table(path, data, text_column="text", fmt=fmt)
+            examples = [self.to_example(dict(row.values), table.loc(row), data.columns) for row in table.rows]
+        if not examples:
+            raise DataError([f"{spec}: no inputs found"])
+        return examples
+
+    def evaluate(self, data: str | Path | list[Example], **settings: Any) -> dict[str, Any]:
+        """Metrics on a labelled data file (or already-read examples); ``settings`` as in ``predict``."""
+        task = self.task_with(settings)
         examples = self.read(data, labelled=True) if isinstance(data, (str, Path)) else data
         self.task.prepare({"eval": examples}, self.config.data)  # checks labels against the saved set
         if not examples:
             return {}
-        outputs, features, loss = self._run(examples, with_loss=True)
-        metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
-        return add_loss(metrics, loss, self.task)
+        outputs, features, loss = self._run(examples, with_loss=True, task=task)
+        metrics = task.score(task.decode(outputs, features, examples), examples)
+        return add_loss(metrics, loss, task)
+
+
+GENERIC_NAMES = ("id", "text", "text_pair", "question", "context", "source", "tokens")
+
+
+def generic_record(record: Any, columns: Any) -> Any:
+    """A dict input with the run's training column names copied to the generic names the tasks'
+    ``to_example`` takes (``sentence1`` -> ``text`` where ``data.columns.text`` is ``sentence1``); other
+    inputs as they are. A generic name already in the record wins."""
+    if not isinstance(record, dict):
+        return record
+    configured = {"anchor": "text", "positive": "text_pair"}
+    out = dict(record)
+    for name, column in columns:
+        generic = configured.get(name, name)
+        if generic in GENERIC_NAMES and isinstance(column, (str, int)) and str(column) in record:
+            out.setdefault(generic, record[str(column)])
+    return out
 
 
 def _input_format(task: Any, path: str | Path, data: Any) -> str | None:

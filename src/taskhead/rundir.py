@@ -112,8 +112,16 @@ def _trained_lines(meta: dict[str, Any], train: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -> str:
-    """A short Markdown model card: what, how, how well, with which versions, and how to use it."""
+DEFAULT_EXAMPLE_INPUT = '["some text"]'
+
+
+def model_card(
+    meta: dict[str, Any], metrics: dict[str, Any], task_lines: str, example_input: str | None = None
+) -> str:
+    """A short Markdown model card: what, how, how well, with which versions, and how to use it.
+
+    ``RUN_DIR`` in ``task_lines`` (the task's snippets) becomes the run directory; ``example_input`` is the
+    Python literal the "Use" snippet predicts for (default ``["some text"]``)."""
     from taskhead.evaluation import scalar_metrics
 
     cfg = meta["config"]
@@ -125,7 +133,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -
         f"`{cfg['model']['backbone']}`.",
         "",
         "## Task",
-        task_lines,
+        task_lines.replace("RUN_DIR", str(meta["run_dir"])),
         "",
         "## Data",
         *[
@@ -169,7 +177,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], task_lines: str) -
         "import taskhead",
         "",
         f"predictor = taskhead.load({str(meta['run_dir'])!r})",
-        'print(predictor.predict(["some text"]))',
+        f"print(predictor.predict({example_input or DEFAULT_EXAMPLE_INPUT}))",
         "```",
         "",
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,31 @@ class Run:
     run_dir: Path
     config: RunConfig
     metrics: dict[str, Any]
+    # the trained model, its tokenizer and task as training left them (rank 0; None on other ranks)
+    model: Any = field(default=None, repr=False, compare=False)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+    task: Any = field(default=None, repr=False, compare=False)
 
     def load(self, **kwargs: Any) -> Any:
+        """A Predictor over the saved run directory (``Predictor``'s keyword arguments)."""
         from taskhead.inference import Predictor
 
         return Predictor(self.run_dir, **kwargs)
+
+    def in_memory(self, **kwargs: Any) -> Any:
+        """A Predictor over the trained model still in memory, before any save and reload: what the
+        run directory must reproduce. Keyword arguments: ``batch_size``, ``precision``, ``progress``.
+
+        Raises:
+            RunDirError: a Run without its model (another rank of a multi-process run).
+        """
+        from taskhead.inference import Predictor
+
+        if self.model is None:
+            raise RunDirError(f"{self.run_dir}: this Run holds no trained model (not rank 0); load() it")
+        return Predictor.from_memory(
+            self.run_dir, self.config, self.task, self.model, self.tokenizer, **kwargs
+        )
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -413,7 +433,7 @@ def train(
             print_table(metrics_table(metrics[name], f"{name} metrics ({run_dir}){where}"))
     if tuned:
         info(tuned_text(metrics))
-    return Run(run_dir, cfg, metrics)
+    return Run(run_dir, cfg, metrics, model=trainer.model, tokenizer=tokenizer, task=task)
 
 
 def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -505,5 +525,6 @@ def _write_run(
         "versions": library_versions(),
         **meta_extra,
     }
-    atomic_write_text(run_dir / "README.md", model_card(meta, metrics, task.model_card()))
+    card = model_card(meta, metrics, task.model_card(), getattr(task, "example_input", None))
+    atomic_write_text(run_dir / "README.md", card)
     atomic_write_json(run_dir / META_FILE, meta)

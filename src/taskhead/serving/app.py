@@ -38,7 +38,13 @@ class PredictRequest(BaseModel):
     inputs: list[PredictInput] = Field(
         description="What Predictor.predict takes for the model's task: a text; a [text, text_pair] pair or "
         '{"text", "text_pair"}; {"question", "context"}; a source text; {"tokens": [...]}; '
-        'optionally with an "id", copied to the prediction.'
+        'optionally with an "id", copied to the prediction. Dicts may also use the run\'s training column '
+        "names."
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Decoding settings of a generation model for this request only, e.g. {"num_beams": 4, '
+        '"max_new_tokens": 32}; default: the run\'s own. Other tasks take none (422).',
     )
 
 
@@ -136,6 +142,10 @@ def create_app(
         batcher = batchers.get(name) or _not_found("model", name, batchers)
         _check_items(len(body.inputs), "inputs", settings)
         examples, cut = to_examples(batcher.predictor, body.inputs, settings)
+        if body.settings:  # checked now (422); the batch runs each request's settings apart from others'
+            batcher.predictor.task_with(body.settings, "settings")
+            for example in examples:
+                example["_decoding"] = dict(body.settings)
         predictions = await batcher.submit(examples, cut)
         return PredictResponse(model=name, predictions=plain(predictions))
 
@@ -242,7 +252,8 @@ def to_examples(
         value, longest = cut_texts(raw, settings.max_text_chars)
         if longest > settings.max_text_chars:
             _long_text(f"inputs[{i}]", longest, settings)
-        examples.append(predictor.task.to_example(value, f"inputs[{i}]"))
+        make = getattr(predictor, "to_example", None) or predictor.task.to_example  # generic + run's names
+        examples.append(make(value, f"inputs[{i}]"))
         cut.append(longest > settings.max_text_chars)
     return examples, cut
 

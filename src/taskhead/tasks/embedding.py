@@ -505,8 +505,14 @@ class EmbeddingTask:
             f"- Trained on {KIND_NAMES.get(self.kind or '', self.kind)} with `{type(loss).__name__}"
             f"({settings})` (task.loss {self.loss_name}; sentence-transformers "
             f"{version('sentence-transformers')})",
-            "- `model/` is a sentence-transformers model: `SentenceTransformer('RUN_DIR/model')` loads it "
-            "without taskhead",
+            "- `model/` is a sentence-transformers model; without taskhead:",
+            "",
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            "model = SentenceTransformer('RUN_DIR/model')",
+            'print(model.encode(["some text", "another text"]).shape)',
+            "```",
         ]
         if self.score_max:
             lines.append(

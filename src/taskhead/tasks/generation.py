@@ -82,6 +82,24 @@ class GenerationOptions(BaseModel):
         return value
 
 
+# The options that only change how text is generated: chosen again at prediction time (`--set`).
+DECODING_SETTINGS = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "num_beams",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "early_stopping",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+)
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")
+BEAMS_ONLY = ("length_penalty", "early_stopping")
+
+
 class GenerationTask:
     name: ClassVar[str] = "generation"
     Options: ClassVar[type[BaseModel]] = GenerationOptions
@@ -208,15 +226,34 @@ class GenerationTask:
         return examples
 
     def to_example(self, record: Any, where: str) -> Example:
+        """One input: a source text, a dict with ``source`` (or ``text``), or a question and its context
+        (a ``(question, context)`` pair or a dict) put through ``task.qa_template``."""
         if isinstance(record, str):
             record = {"source": record}
-        if (
-            not isinstance(record, dict)
-            or not isinstance(record.get("source"), str)
-            or not record["source"].strip()
-        ):
-            raise DataError([f"{where}: expected a non-empty source text (a string or a dict with 'source')"])
-        ex: Example = {"_where": where, "source": record["source"]}
+        elif isinstance(record, (tuple, list)) and len(record) == 2:
+            record = {"question": record[0], "context": record[1]}
+        if not isinstance(record, dict):
+            raise DataError(
+                [
+                    f"{where}: expected a source text, a dict with 'source' (or 'text'), or a question and "
+                    f"its context; found {type(record).__name__}"
+                ]
+            )
+        source = record.get("source", record.get("text"))
+        if source is None and ("question" in record or "context" in record):
+            parts = {key: record.get(key) for key in ("question", "context")}
+            for key, value in parts.items():
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError([f"{where}: {key}: expected a non-empty string, found {value!r}"])
+            source = self.options.qa_template.format(**parts)
+        if not isinstance(source, str) or not source.strip():
+            raise DataError(
+                [
+                    f"{where}: source: expected a non-empty text (a string, or a dict with 'source', 'text' "
+                    f"or 'question' and 'context'), found {source!r}"
+                ]
+            )
+        ex: Example = {"_where": where, "source": source}
         if record.get("id") is not None:
             ex["id"] = record["id"]
         return ex
@@ -375,7 +412,57 @@ class GenerationTask:
         return fit_embeddings(net, tokenizer)
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
+        """``save_pretrained`` with ``generation_config.json`` holding the decoder start, end and pad tokens
+        and the run's decoding settings, so that plain transformers' ``generate`` decodes as taskhead does."""
+        model.generation_config = self.generation_config(model)  # type: ignore[assignment]
         model.save_pretrained(directory)  # type: ignore[operator]
+
+    # ------------------------------------------------------------------ decoding settings
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """The run's decoding settings (``--set`` keys) and their values."""
+        return {key: getattr(self.options, key) for key in DECODING_SETTINGS}
+
+    def with_decoding(self, settings: dict[str, Any], where: str = "--set") -> GenerationTask:
+        """A copy of this task that decodes with ``settings`` over the run's own.
+
+        Raises:
+            ConfigError: an unknown key (with the closest match) or a value out of range, starting with
+                ``where``.
+        """
+        import difflib
+
+        from pydantic import ValidationError
+
+        for key in settings:
+            if key not in DECODING_SETTINGS:
+                close = difflib.get_close_matches(str(key), DECODING_SETTINGS, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(
+                    f"{where} {key}: not a decoding setting (expected one of "
+                    f"{', '.join(DECODING_SETTINGS)}){hint}"
+                )
+        try:
+            options = GenerationOptions.model_validate({**self.options.model_dump(), **settings})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(part) for part in err["loc"])
+            raise ConfigError(
+                f"{where} {key}: {err['msg']} (got {settings.get(key, err.get('input'))!r})"
+            ) from None
+        for keys, needs, ok in (
+            (SAMPLING_ONLY, "do_sample=true", options.do_sample),
+            (BEAMS_ONLY, "num_beams > 1", options.num_beams > 1),
+        ):
+            idle = [key for key in keys if key in settings]
+            if idle and not ok:  # transformers would ignore them: say so instead of decoding as before
+                raise ConfigError(
+                    f"{where} {idle[0]}: applies only with {needs} (this decoding has do_sample="
+                    f"{str(options.do_sample).lower()}, num_beams={options.num_beams}); set that too"
+                )
+        task = GenerationTask(options, architecture=self.architecture, qa=self.qa)
+        task.tokenizer = self.tokenizer
+        return task
 
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -523,11 +610,37 @@ class GenerationTask:
         )
         lines = [
             f"- Text generation, {self.architecture} model; decoding: {mode}, "
-            f"max_new_tokens {o.max_new_tokens}"
+            f"max_new_tokens {o.max_new_tokens} (choose others at prediction time: "
+            "`taskhead predict RUN_DIR input.txt --set num_beams=4`)",
+            "- `model/generation_config.json` holds these decoding settings and the decoder's start, end and "
+            "pad tokens, so plain transformers generates as taskhead does:",
+            "",
+            "```python",
         ]
-        auto = "AutoModelForCausalLM" if self.causal else "AutoModelForSeq2SeqLM"
-        lines.append(f"- `model/` loads with transformers' `{auto}.from_pretrained('RUN_DIR/model')`")
-        return "\n".join(lines)
+        source = "some text"
+        if self.qa:
+            source = o.qa_template.format(question="what is it", context="some text")
+        if self.causal:
+            prompt = o.prompt_template.format(source=source)
+            lines += [
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                "",
+                "tokenizer = AutoTokenizer.from_pretrained('RUN_DIR/model')",
+                "model = AutoModelForCausalLM.from_pretrained('RUN_DIR/model')",
+                f"inputs = tokenizer({prompt!r}, return_tensors='pt')  # task.prompt_template",
+                "out = model.generate(**inputs)",
+                "print(tokenizer.decode(out[0, inputs['input_ids'].shape[1] :], skip_special_tokens=True))",
+            ]
+        else:
+            lines += [
+                "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+                "",
+                "tokenizer = AutoTokenizer.from_pretrained('RUN_DIR/model')",
+                "model = AutoModelForSeq2SeqLM.from_pretrained('RUN_DIR/model')",
+                f"inputs = tokenizer([{source!r}], return_tensors='pt')",
+                "print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))",
+            ]
+        return "\n".join([*lines, "```"])
 
 
 def _is_squad(path: str | Path, encoding: str) -> bool:

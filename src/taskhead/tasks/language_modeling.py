@@ -119,6 +119,14 @@ class LanguageModelingTask:
         """Whether ``loss`` predicts ``labels[:, 1:]`` (causal LM): the target count skips position 0."""
         return not self.masked
 
+    @property
+    def example_input(self) -> str:
+        """The model card's example input (Python literal): a masked LM fills a mask."""
+        if not self.masked:
+            return '["some text"]'
+        mask = getattr(self.tokenizer, "mask_token", None) or "[MASK]"
+        return repr([f"some {mask} text"])
+
     # ------------------------------------------------------------------ reading
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
@@ -470,13 +478,31 @@ class LanguageModelingTask:
     def model_card(self) -> str:
         if self.masked:
             what, auto = "masked language model", "AutoModelForMaskedLM"
+            use = [
+                "from transformers import pipeline",
+                "",
+                "fill = pipeline('fill-mask', model='RUN_DIR/model')",
+                'print(fill(f"some {fill.tokenizer.mask_token} text"))',
+            ]
         else:
             what, auto = "causal language model", "AutoModelForCausalLM"
+            use = [
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                "",
+                "tokenizer = AutoTokenizer.from_pretrained('RUN_DIR/model')",
+                "model = AutoModelForCausalLM.from_pretrained('RUN_DIR/model')",
+                'inputs = tokenizer("some text", return_tensors="pt")',
+                "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0]))",
+            ]
         return "\n".join(
             [
                 f"- Language modeling: {what}; block size {self.options.block_size or 'model.max_length'}",
                 f"- `model/` loads with transformers' `{auto}.from_pretrained('RUN_DIR/model')`; use the run "
-                f"directory as `model.backbone` of another task to fine-tune it",
+                f"directory as `model.backbone` of another task to fine-tune it:",
+                "",
+                "```python",
+                *use,
+                "```",
             ]
         )
 

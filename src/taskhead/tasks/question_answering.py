@@ -50,8 +50,29 @@ class QuestionAnsweringOptions(BaseModel):
     tune_null_threshold: bool = Field(True, description="Tune null_threshold on the eval set (no_answer on).")
 
 
+# transformers 5 removed the question-answering pipeline: the card shows the plain model instead.
+QA_CARD_SNIPPET = (
+    "",
+    "```python",
+    "import torch",
+    "from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
+    "",
+    "tokenizer = AutoTokenizer.from_pretrained('RUN_DIR/model')",
+    "model = AutoModelForQuestionAnswering.from_pretrained('RUN_DIR/model')",
+    'inputs = tokenizer("who won the match", "the team won the match", return_tensors="pt")',
+    "with torch.no_grad():",
+    "    out = model(**inputs)",
+    "context = torch.tensor([s == 1 for s in inputs.sequence_ids(0)])  # answers lie in the context",
+    "start = int(out.start_logits[0].masked_fill(~context, -1e9).argmax())",
+    "end = start + int(out.end_logits[0, start:].masked_fill(~context[start:], -1e9).argmax())",
+    'print(tokenizer.decode(inputs["input_ids"][0, start : end + 1]))',
+    "```",
+)
+
+
 class QuestionAnsweringTask:
     name: ClassVar[str] = "question-answering"
+    example_input: ClassVar[str] = '[("who won the match", "the team won the match")]'  # the card's
     Options: ClassVar[type[BaseModel]] = QuestionAnsweringOptions
     truncated_message: ClassVar[str] = (
         "{n} of {total} questions are longer than task.max_question_length tokens and were cut to it"
@@ -411,7 +432,7 @@ class QuestionAnsweringTask:
         if self.allow_no_answer:
             lines.append(f"- Answers 'no answer' when null score - best span > {self.null_threshold:.3f}")
         lines.append(
-            "- `model/` is a standard transformers question-answering model: "
-            "`pipeline('question-answering', model='RUN_DIR/model')` loads it without taskhead"
+            "- `model/` is a standard transformers question-answering model; without taskhead (which "
+            "predicts from the n best spans over context windows) the most likely single span is:"
         )
-        return "\n".join(lines)
+        return "\n".join([*lines, *QA_CARD_SNIPPET])
