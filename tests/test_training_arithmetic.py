@@ -140,7 +140,10 @@ def _ga_config(case: str, backbones: dict[str, Path], tmp: Path) -> dict:
         rows[2]["source"] = "a great film with a very nice story"
         data = {"train": write_jsonl(tmp / "train.jsonl", rows)}
         cfg = tiny_config(
-            backbone[arch], data, tmp / "run", task={"name": "generation", "architecture": arch}
+            backbone[arch],
+            data,
+            tmp / "run",
+            task={"name": "generation", "architecture": arch, "max_new_tokens": 8},
         )
     elif case in ("causal-lm", "masked-lm"):
         text = "good movie\nthe plot was very bad and the actor was awful\ngreat film\nsad story of war\n"

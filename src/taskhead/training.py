@@ -437,8 +437,9 @@ def train(
 
 
 def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What training did (optimizer steps, epochs as a fraction of the training set) and which weights
-    became ``model/``: the best checkpoint by the metric, or the last step's weights and why."""
+    """What training did (optimizer steps, and the epochs they make: steps over the steps of one epoch, as
+    the Trainer counts them) and which weights became ``model/``: the best checkpoint by the metric, or the
+    last step's weights and why."""
     state, args = trainer.state, trainer.args
     trained = {"steps": state.global_step, "epochs_trained": round(float(state.epoch or 0.0), 4)}
     best = state.best_model_checkpoint
@@ -464,10 +465,10 @@ def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[s
 def _score_splits(
     trainer: Any, task: Task, splits: dict[str, list[Example]], features: dict[str, Features]
 ) -> dict[str, Any]:
-    """Final metrics of the eval and test splits. Post-processing the task tunes on the eval set
-    (multi-label thresholds, the QA null threshold) is tuned first, so the eval figures are on the tuning
-    set itself (``eval_before_tuning`` holds them with the configured values) and the test figures use the
-    tuned values on held-out data."""
+    """Final metrics of the eval and test splits. Where the task tunes post-processing on the eval set
+    (multi-label thresholds, the QA null threshold), the eval split is scored with the configured values
+    (``eval_before_tuning``), tuned, and scored again: ``eval`` is then on the tuning set itself, and the
+    test split is scored with the tuned values (held-out data)."""
     from taskhead.inference import add_loss
 
     metrics: dict[str, Any] = {}
