@@ -85,6 +85,17 @@ def test_unknown_or_bad_settings_are_located_errors(seq2seq_run: Path, tiny_runs
         classifier.predict(["good movie"], num_beams=4)
 
 
+def test_seeded_sample_does_not_depend_on_batch_mates(seq2seq_run: Path) -> None:
+    # a seeded sample is drawn for each input alone: the same input gives the same sample whatever else
+    # shares its batch (the server merges requests) and whatever the batch size
+    sampling = {"do_sample": True, "temperature": 5.0, "seed": 3}
+    alone = taskhead.load(seq2seq_run, precision="fp32").predict([TEXTS[2]], **sampling)[0]
+    for batch_size in (1, 64):
+        predictor = taskhead.load(seq2seq_run, precision="fp32", batch_size=batch_size)
+        merged = predictor.predict([TEXTS[0], TEXTS[1], TEXTS[2], "another story"], **sampling)
+        assert merged[2] == alone
+
+
 def test_cli_set(seq2seq_run: Path, tiny_runs: Any, tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")

@@ -530,12 +530,16 @@ class GenerationTask:
         pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         was_training = model.training
         model.eval()
-        if self.options.do_sample and self.options.seed is not None:
-            torch.manual_seed(self.options.seed)
+        # Seeded sampling draws each input's sample alone, from the seed: in a batch, one row's random draws
+        # depend on which rows share it (the server merges requests), so a request's sample would change
+        # with its batch mates and with batch_size.
+        seeded = self.options.do_sample and self.options.seed is not None
         bar = progress_bar(progress, n)
         try:
             with torch.inference_mode(), autocast_context(device, precision):
-                for idx in length_sorted_batches(features.lengths(), batch_size):
+                for idx in length_sorted_batches(features.lengths(), 1 if seeded else batch_size):
+                    if seeded:
+                        torch.manual_seed(self.options.seed)
                     items = [features.inputs[i] for i in idx]
                     if "labels" in items[0]:
                         batch = {k: v.to(device) for k, v in collate(items).items()}
