@@ -4,9 +4,11 @@
 ``config``, ``labels``, ``predict_examples``) and index-like objects (``search(queries, k)``), so tests
 build it around tiny models or fakes and call it through starlette's TestClient without a server.
 
-Errors are JSON ``{"detail": ...}``: 404 unknown model or index, 413 body or batch over the limits, 422
-malformed JSON, wrong fields or inputs the task cannot take (the task's own message, naming
-``inputs[i]``), 500 a failure of the model itself (the server keeps running).
+Errors are JSON ``{"detail": ...}``: 404 unknown model or index, 408 a body that did not arrive in time,
+413 body or batch over the limits, 415 a body that is not JSON, 422 invalid UTF-8, malformed JSON (NaN,
+Infinity and lone surrogates included), wrong fields or types, or inputs the task cannot take (the task's
+own message, naming ``inputs[i]``), 500 a failure of the model itself (the server and the connection keep
+running). Bodies are read by ``taskhead.serving.body``, not by FastAPI.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskhead import __version__
-from taskhead.errors import DataError, TaskheadError
+from taskhead.errors import ConfigError, DataError, TaskheadError
 from taskhead.serving.batching import MicroBatcher
+from taskhead.serving.body import BodyTimeout, CatchAll, read_body
 from taskhead.serving.settings import ServeSettings
 
 PredictInput = str | list[str] | dict[str, Any]
@@ -117,10 +121,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
+    app.add_middleware(CatchAll)  # outermost of ours: a 500 keeps the connection usable
     _error_handlers(app)
     errors: dict[int | str, dict[str, Any]] = {
         404: {"description": "unknown model or index"},
+        408: {"description": "the body did not arrive within the server's --body-timeout"},
         413: {"description": "body or batch over the server's limits"},
+        415: {"description": "a body that is not JSON"},
         422: {"description": "malformed request or inputs the task cannot take"},
     }
 
@@ -137,20 +145,32 @@ def create_app(
     async def list_indexes() -> IndexesResponse:
         return IndexesResponse(indexes=sorted(indexes))
 
-    @app.post("/v1/models/{name}/predict", response_model=PredictResponse, responses=errors)
-    async def predict(name: str, body: PredictRequest) -> PredictResponse:
+    @app.post(
+        "/v1/models/{name}/predict",
+        response_model=PredictResponse,
+        responses=errors,
+        openapi_extra=_request_body(PredictRequest),
+    )
+    async def predict(name: str, request: Request) -> PredictResponse:
+        body = await read_body(request, PredictRequest)  # read first: the connection stays in step
         batcher = batchers.get(name) or _not_found("model", name, batchers)
         _check_items(len(body.inputs), "inputs", settings)
         examples, cut = to_examples(batcher.predictor, body.inputs, settings)
         if body.settings:  # checked now (422); the batch runs each request's settings apart from others'
-            batcher.predictor.task_with(body.settings, "settings")
+            check_decoding(batcher.predictor, body.settings)
             for example in examples:
                 example["_decoding"] = dict(body.settings)
         predictions = await batcher.submit(examples, cut)
         return PredictResponse(model=name, predictions=plain(predictions))
 
-    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, responses=errors)
-    async def search(name: str, body: SearchRequest) -> SearchResponse:
+    @app.post(
+        "/v1/indexes/{name}/search",
+        response_model=SearchResponse,
+        responses=errors,
+        openapi_extra=_request_body(SearchRequest),
+    )
+    async def search(name: str, request: Request) -> SearchResponse:
+        body = await read_body(request, SearchRequest)
         index = indexes.get(name) or _not_found("index", name, indexes)
         return await search_index(index, index_locks[name], body, settings)
 
@@ -164,6 +184,8 @@ async def search_index(
     _check_items(len(body.queries), "queries", settings)
     queries, cut = [], []
     for i, query in enumerate(body.queries):
+        if not query.strip():
+            raise DataError([f"queries[{i}]: expected a non-empty query, found {query!r}"])
         text, longest = cut_texts(query, settings.max_text_chars)
         if longest > settings.max_text_chars:
             _long_text(f"queries[{i}]", longest, settings)
@@ -221,12 +243,37 @@ def _error_handlers(app: FastAPI) -> None:
             {"detail": getattr(exc, "detail", str(exc))}, status, getattr(exc, "headers", None)
         )
 
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own rendering fails on inputs such as NaN (a 500): leave the input out
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in errors]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     app.add_exception_handler(TaskheadError, taskhead_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, internal_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # anything else: taskhead.serving.body.CatchAll answers 500 and keeps the connection
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI requestBody of an endpoint that reads its body itself (``read_body``)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def check_decoding(predictor: Any, settings: dict[str, Any]) -> None:
+    """422 (ConfigError) for decoding settings the model cannot take, and for values of the wrong JSON type
+    (``true`` or ``"4"`` for an integer: the CLI's ``--set`` coerces text, a JSON body need not)."""
+    predictor.task_with(settings, "settings")
+    options = getattr(predictor.task, "options", None)
+    if not isinstance(options, BaseModel):
+        return
+    try:
+        type(options).model_validate({**options.model_dump(), **settings}, strict=True)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(part) for part in err["loc"])
+        raise ConfigError(f"settings {key}: {err['msg']} (got {settings.get(key)!r})") from None
 
 
 def describe(name: str, predictor: Any) -> ModelInfo:

@@ -7,8 +7,9 @@ threads at once, and the event loop stays free to accept requests meanwhile. Eac
 its own slice of the predictions, in order. With micro-batching off the worker takes one request at a time.
 
 No request can change another's answer: each input is encoded as what it is (a single text beside a
-pair, any length: padding is masked), and when a merged pass fails, each request is run again alone, so
-only the request at fault gets the error.
+pair, any length: padding is masked), and when a merged batch fails for any reason (the long-input check's
+encoding, the forward pass, decoding, a wrong number of predictions), each request is run again alone, so
+only the request at fault gets the error; no error ever leaves a request waiting.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskhead.errors import DataError, TaskheadError
+from taskhead.errors import DataError
 from taskhead.serving.settings import ServeSettings
 
 
@@ -91,12 +92,22 @@ class MicroBatcher:
         while True:
             jobs = await self._collect(queue)
             try:
-                await asyncio.to_thread(self._run, jobs)
-            except Exception as exc:  # a failure of the model itself: answer 500, keep serving
-                for job in jobs:
-                    if job.predictions is None and job.error is None:
-                        job.error = exc
-            self._answer(jobs)
+                await self._run_apart(jobs)
+            finally:  # even when cancelled: no request waits for ever
+                self._answer(jobs)
+
+    async def _run_apart(self, jobs: list[Job]) -> None:
+        """``_run`` in a thread; if it fails as a whole, each request again alone, so a failure anywhere
+        (not only in the forward pass) reaches only the request at fault (a 500 for a model failure)."""
+        try:
+            await asyncio.to_thread(self._run, jobs)
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].predictions, jobs[0].error = None, exc
+                return
+            for job in jobs:
+                job.predictions, job.error = None, None
+                await self._run_apart([job])
 
     async def _collect(self, queue: asyncio.Queue[Job]) -> list[Job]:
         """The next batch: the first waiting request and those that join it within ``batch_wait_ms``."""
@@ -139,7 +150,7 @@ class MicroBatcher:
         for job in jobs:
             try:
                 self._check_long(job)
-            except TaskheadError as exc:
+            except Exception as exc:  # the request's own error (its encoding failed), not its batch mates'
                 job.error = exc
                 continue
             ready.append(job)
@@ -147,7 +158,7 @@ class MicroBatcher:
             return
         examples = [ex for job in ready for ex in job.examples]
         try:
-            predictions = self.predictor.predict_examples(examples)
+            predictions = self._predict(examples)
         except Exception as exc:  # any failure goes to the request(s) at fault
             if len(ready) == 1:
                 ready[0].error = exc
@@ -156,7 +167,7 @@ class MicroBatcher:
             # still get their answers: no request changes another's answer, not even into an error
             for job in ready:
                 try:
-                    job.predictions = self.predictor.predict_examples(job.examples)
+                    job.predictions = self._predict(job.examples)
                 except Exception as one:  # answered as this request's own error
                     job.error = one
             return
@@ -167,6 +178,12 @@ class MicroBatcher:
         for job in ready:
             job.predictions = predictions[start : start + len(job.examples)]
             start += len(job.examples)
+
+    def _predict(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        predictions = list(self.predictor.predict_examples(examples))
+        if len(predictions) != len(examples):
+            raise RuntimeError(f"{len(predictions)} predictions for {len(examples)} inputs")
+        return predictions
 
     def _check_long(self, job: Job) -> None:
         """Flag (truncate) or refuse (reject) the inputs the model would truncate to its max_length."""
@@ -192,10 +209,13 @@ class MicroBatcher:
             if job.predictions is None:
                 job.future.set_exception(job.error or RuntimeError("the batch ended without predictions"))
                 continue
-            self.stats.requests += 1
-            job.future.set_result(
-                [
+            try:
+                answer = [
                     dict(p, truncated=True) if cut else p
                     for p, cut in zip(job.predictions, job.truncated, strict=True)
                 ]
-            )
+            except Exception as exc:  # a malformed prediction fails its own request only
+                job.future.set_exception(exc)
+                continue
+            self.stats.requests += 1
+            job.future.set_result(answer)

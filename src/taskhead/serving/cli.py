@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers; over it: 400 from h11
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -76,6 +78,20 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         help="inputs over --max-text-chars or over the model's max_length: cut and flag them, or answer 422 "
         "(default: truncate)",
     )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d.body_timeout_s,
+        metavar="SECONDS",
+        help=f"a request body not in after this long: 408, connection closed (default: {d.body_timeout_s:g})",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=_positive_int,
+        default=d.keep_alive_s,
+        metavar="SECONDS",
+        help=f"idle keep-alive connections close after this long (default: {d.keep_alive_s})",
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own Python code")
     p.add_argument(
         "--backend", default="torch", choices=["torch", "onnx"], help="forward pass engine (default: torch)"
@@ -106,6 +122,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_batch_items=args.max_batch_items,
         max_text_chars=args.max_text_chars,
         on_long=args.on_long,
+        body_timeout_s=args.body_timeout,
+        keep_alive_s=args.keep_alive_timeout,
     )
     from taskhead.serving.loading import load_indexes, load_models
 
@@ -126,5 +144,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(models, indexes, settings)
     served = ", ".join([*(f"model {n}" for n in models), *(f"index {n}" for n in indexes)])
     print(f"serving {served} on http://{args.host}:{args.port} (API docs: /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        http="h11",  # the protocol the tests run against; it closes connections that say Connection: close
+        timeout_keep_alive=settings.keep_alive_s,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+    )
     return 0

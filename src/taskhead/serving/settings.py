@@ -21,6 +21,9 @@ class ServeSettings:
         max_text_chars: longest string in an input, in characters; longer ones follow ``on_long``.
         on_long: ``truncate`` (cut, predict, flag ``"truncated": true``) or ``reject`` (422 naming the
             input) for texts over ``max_text_chars`` and inputs the model would truncate to its max_length.
+        body_timeout_s: seconds a request's body may take to arrive (from the first read); later: 408 and
+            the connection is closed.
+        keep_alive_s: seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``).
     """
 
     max_batch: int = 64
@@ -30,12 +33,20 @@ class ServeSettings:
     max_batch_items: int = 256
     max_text_chars: int = 100_000
     on_long: Literal["truncate", "reject"] = "truncate"
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_body_bytes", "max_batch_items", "max_text_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        if not isinstance(self.keep_alive_s, int) or self.keep_alive_s < 1:
+            raise ConfigError(f"keep_alive_s: expected a positive integer, got {self.keep_alive_s!r}")
+        if not 0 < self.body_timeout_s < float("inf"):  # also refuses NaN
+            raise ConfigError(
+                f"body_timeout_s: expected a positive finite number, got {self.body_timeout_s!r}"
+            )
         if self.batch_wait_ms < 0:
             raise ConfigError(f"batch_wait_ms: expected 0 or more, got {self.batch_wait_ms!r}")
         if self.on_long not in ("truncate", "reject"):
