@@ -340,8 +340,19 @@ def test_serve_help() -> None:
         "--no-micro-batching",
         "--trust-remote-code",
         "--backend",
+        "--body-timeout",
+        "--keep-alive-timeout",
     ):
         assert option in result.stdout
+
+
+def test_connection_settings_are_checked() -> None:
+    assert ServeSettings(body_timeout_s=0.5, keep_alive_s=2).body_timeout_s == 0.5
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="body_timeout_s: expected a positive finite number"):
+            ServeSettings(body_timeout_s=bad)
+    with pytest.raises(ConfigError, match="keep_alive_s: expected a positive integer, got 0"):
+        ServeSettings(keep_alive_s=0)
 
 
 def _free_port() -> int:
