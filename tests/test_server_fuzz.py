@@ -350,11 +350,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tiny_runs: Any) -> Any:
-    """``taskhead serve`` on 127.0.0.1 and a free port, with a 1 s body timeout; stopped after the tests."""
+    """``taskhead serve`` on 127.0.0.1 and a free port, with a 1 s body timeout and a 2 s keep-alive (and
+    header) timeout; stopped after the tests."""
     port = _free_port()
     command = [str(BIN / "taskhead"), "serve", f"m={tiny_runs['classification']}", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--body-timeout", "1", "--log-level", "warning"],
+        [*command, "--body-timeout", "1", "--keep-alive-timeout", "2", "--log-level", "warning"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -391,6 +392,7 @@ def test_real_server_keeps_the_connection_after_errors(server: int, predictor: A
             (b'{"inputs": ["\xff"]}', {"content-type": "text/plain"}, 415),
             (b'{"inputs": [""]}', JSON, 422),
             (b'{"inputs": [', JSON, 422),
+            (b'{"inputs": ["' + b"x" * (1 << 20) + b'"]}', JSON, 413),  # answered before the body is read
             (b'{"inputs": ["good movie"]}', JSON, 200),
         ]:
             connection.request("POST", "/v1/models/m/predict", body=body, headers=headers)
@@ -420,3 +422,11 @@ def test_real_server_times_out_a_half_sent_body(server: int) -> None:
     assert b"connection: close" in head.lower()
     assert json.loads(body) == {"detail": "the request body did not arrive within 1 s (--body-timeout)"}
     assert 0.8 < waited < 8
+
+
+def test_real_server_drops_half_sent_headers(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(b"POST /v1/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+        start = time.monotonic()
+        assert s.recv(4096) == b""  # closed without an answer
+        assert 1.5 < time.monotonic() - start < 8

@@ -90,7 +90,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         type=_positive_int,
         default=d.keep_alive_s,
         metavar="SECONDS",
-        help=f"idle keep-alive connections close after this long (default: {d.keep_alive_s})",
+        help="idle keep-alive connections, and requests whose headers are not in after this long, are closed "
+        f"(default: {d.keep_alive_s})",
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own Python code")
     p.add_argument(
@@ -149,8 +150,56 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        http="h11",  # the protocol the tests run against; it closes connections that say Connection: close
+        http=_h11_with_header_timeout(),
         timeout_keep_alive=settings.keep_alive_s,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     return 0
+
+
+def _h11_with_header_timeout() -> type:
+    """uvicorn's h11 protocol with a timer on each request line and headers: a client that has not sent them
+    all ``--keep-alive-timeout`` seconds after the connection opened (or after the previous response) is
+    disconnected. uvicorn's own keep-alive timer stops at the first byte received, so a request trickled in
+    a byte at a time would hold the connection for ever. The body is bounded by ``--body-timeout``
+    (taskhead.serving.body.BodyTimeout)."""
+    import asyncio
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class H11WithHeaderTimeout(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
+                self._stop_header_timer()
+            elif self._header_timer is None:  # a new request began after a body read to its end late
+                self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            self._stop_header_timer()
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+    return H11WithHeaderTimeout

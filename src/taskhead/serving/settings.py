@@ -23,7 +23,8 @@ class ServeSettings:
             input) for texts over ``max_text_chars`` and inputs the model would truncate to its max_length.
         body_timeout_s: seconds a request's body may take to arrive (from the first read); later: 408 and
             the connection is closed.
-        keep_alive_s: seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``).
+        keep_alive_s: seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``),
+            and a request line and headers may take to arrive.
     """
 
     max_batch: int = 64
