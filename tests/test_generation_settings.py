@@ -106,7 +106,10 @@ def test_cli_set(seq2seq_run: Path, tiny_runs: Any, tmp_path: Path) -> None:
         "--set", "min_new_tokens=5", "--set", "max_new_tokens=5", "--set", "num_beams=1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line) for line in result.stdout.splitlines()] == expected
+    lines = [{"line": n} for n in range(1, len(TEXTS) + 1)]  # CLI outputs say which input line they answer
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {**at, **pred} for at, pred in zip(lines, expected, strict=True)
+    ]
     result = run_cli("predict", str(seq2seq_run), str(source), "--set", "num_beam=4")
     assert result.returncode == 2
     assert "error: --set num_beam: not a decoding setting" in result.stderr
@@ -281,7 +284,9 @@ def test_translation_from_parallel_files_predicts_plain_text(tiny_backbone: Path
     assert predictor.predict_examples(predictor.read_inputs(rows)) == expected
     result = run_cli("predict", str(run.run_dir), "-", "--precision", "fp32", stdin="\n".join(TEXTS))
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line) for line in result.stdout.splitlines()] == expected
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"line": n, **pred} for n, pred in enumerate(expected, 1)
+    ]
 
 
 def test_abstractive_qa_predicts_from_question_and_context(tiny_backbone: Path, tmp_path: Path) -> None:
@@ -369,7 +374,7 @@ def test_pair_classifier_takes_generic_and_training_names(tiny_backbone: Path, t
     csv.write_text("text,text_pair\nbad movie,great film\n", encoding="utf-8")
     result = run_cli("predict", str(run.run_dir), str(csv), "--precision", "fp32")
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line) for line in result.stdout.splitlines()] == expected
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"line": 2, **expected[0]}]
 
 
 def test_unreadable_input_keeps_the_task_readers_error(tiny_runs: Any, tmp_path: Path) -> None:

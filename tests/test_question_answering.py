@@ -203,3 +203,14 @@ def test_long_questions_are_cut_and_counted(tokenizer) -> None:
     first = features.inputs[0]["input_ids"]
     question_tokens = first[1 : first.index(tokenizer.sep_token_id)]
     assert len(question_tokens) == 8
+
+
+def test_loss_does_not_depend_on_batch_padding(tiny_runs, tmp_path: Path) -> None:
+    # the head scores padded positions too; they are masked, so an example's start/end loss is the same
+    # alone and beside a longer context (dynamic padding), and evaluation agrees at any batch size
+    records = qa_records(4)
+    records[1] = {**records[1], "context": records[1]["context"] + " and more words" * 12}
+    data = write_jsonl(tmp_path / "eval.jsonl", records)
+    run = tiny_runs["question-answering"]
+    losses = [taskhead.load(run, precision="fp32", batch_size=size).evaluate(data)["loss"] for size in (1, 4)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

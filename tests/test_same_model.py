@@ -390,3 +390,19 @@ def test_a_model_failure_in_a_merged_batch_fails_only_its_request(tiny_runs: Any
     assert [code for code, _ in answers] == [200, 500, 200]
     assert answers[1][1] == {"detail": "internal error: RuntimeError: the model fell over"}
     assert answers[2][1]["predictions"] == predictor.predict(["bad movie"])
+
+
+def test_evaluate_runs_in_the_training_precision(tiny_runs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # on a device with native bf16, prediction defaults to bf16 autocast, but a run trained and evaluated in
+    # fp32 is evaluated in fp32 again, so that evaluate() reproduces metrics.json
+    import taskhead.inference
+
+    run = tiny_runs["classification"]
+    monkeypatch.setattr(taskhead.inference, "bf16_supported", lambda device: True)
+    predictor = taskhead.load(run)
+    assert (predictor.precision, predictor.eval_precision) == ("bf16", "fp32")
+    recorded = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["eval"]
+    config = json.loads((run / "taskhead.json").read_text(encoding="utf-8"))["config"]
+    metrics = predictor.evaluate(config["data"]["eval"])
+    assert metrics["loss"] == pytest.approx(recorded["loss"], abs=1e-6)
+    assert taskhead.load(run, precision="bf16").eval_precision == "bf16"  # an explicit choice is kept

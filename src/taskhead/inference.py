@@ -115,6 +115,18 @@ def inference_precision(device: torch.device, precision: str, backend: str = "to
     return precision
 
 
+def training_precision(recorded: Any, device: torch.device) -> str | None:
+    """The precision a run recorded for its training (``fp32``, ``bf16``, ``fp16``) when ``device`` runs it
+    natively (bf16: CUDA with bf16, CPUs with AVX-512 BF16 or AMX; fp16: CUDA), else None."""
+    if recorded == "fp32":
+        return "fp32"
+    if recorded == "bf16" and bf16_supported(device):
+        return "bf16"
+    if recorded == "fp16" and device.type == "cuda":
+        return "fp16"
+    return None
+
+
 class Predictor:
     """Loads a finished run directory and predicts, in input order, one prediction per input."""
 
@@ -175,6 +187,11 @@ class Predictor:
         self.model.eval()
         self.batch_size = batch_size
         self.precision = inference_precision(self.device, precision, backend)
+        self.eval_precision = self.precision
+        if precision == "auto" and backend == "torch":  # evaluate reproduces the training-time evaluation
+            self.eval_precision = (
+                training_precision(self.meta.get("precision"), self.device) or self.precision
+            )
         self.progress = progress
 
     @classmethod
@@ -198,6 +215,7 @@ class Predictor:
         self.device = next(model.parameters()).device
         self.batch_size, self.progress = batch_size, progress
         self.precision = inference_precision(self.device, precision)
+        self.eval_precision = self.precision
         return self
 
     @property
@@ -205,7 +223,12 @@ class Predictor:
         return list(getattr(self.task, "labels", []))
 
     def _run(
-        self, examples: list[Example], *, with_loss: bool = False, task: Any = None
+        self,
+        examples: list[Example],
+        *,
+        with_loss: bool = False,
+        task: Any = None,
+        precision: str | None = None,
     ) -> tuple[np.ndarray | list[np.ndarray], Features, float | None]:
         from taskhead.data.collate import PadCollator
 
@@ -221,7 +244,7 @@ class Predictor:
             collate,
             batch_size=self.batch_size,
             device=self.device,
-            precision=self.precision,
+            precision=precision or self.precision,
             loss_fn=task.loss if with_loss else None,
             progress="predicting" if self.progress else None,
         )
@@ -424,13 +447,20 @@ class Predictor:
         return examples
 
     def evaluate(self, data: str | Path | list[Example], **settings: Any) -> dict[str, Any]:
-        """Metrics on a labelled data file (or already-read examples); ``settings`` as in ``predict``."""
+        """Metrics on a labelled data file (or already-read examples); ``settings`` as in ``predict``.
+
+        With ``precision="auto"`` (the default) the forward pass runs in the precision the run was trained
+        and evaluated in (``taskhead.json``: ``precision``) where this device runs it natively, so the
+        metrics of the training-time evaluation in ``metrics.json`` are reproduced; predictions keep ``auto``.
+        """
         task = self.task_with(settings)
         examples = self.read(data, labelled=True) if isinstance(data, (str, Path)) else data
         self.task.prepare({"eval": examples}, self.config.data)  # checks labels against the saved set
         if not examples:
             return {}
-        outputs, features, loss = self._run(examples, with_loss=True, task=task)
+        outputs, features, loss = self._run(
+            examples, with_loss=True, task=task, precision=self.eval_precision
+        )
         metrics = task.score(task.decode(outputs, features, examples), examples)
         return add_loss(metrics, loss, task)
 

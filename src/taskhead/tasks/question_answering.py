@@ -301,7 +301,8 @@ class QuestionAnsweringTask:
 
         from taskhead.modeling import standard_head
 
-        return standard_head(AutoModelForQuestionAnswering, backbone, model, tokenizer, "question answering")
+        net = standard_head(AutoModelForQuestionAnswering, backbone, model, tokenizer, "question answering")
+        return mask_padded_positions(net)
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)  # type: ignore[operator]
@@ -309,9 +310,9 @@ class QuestionAnsweringTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
-        return AutoModelForQuestionAnswering.from_pretrained(
-            directory, trust_remote_code=model.trust_remote_code
-        )
+        remote = model.trust_remote_code
+        net = AutoModelForQuestionAnswering.from_pretrained(directory, trust_remote_code=remote)
+        return mask_padded_positions(net)
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         import torch.nn.functional as F
@@ -436,3 +437,29 @@ class QuestionAnsweringTask:
             "predicts from the n best spans over context windows) the most likely single span is:"
         )
         return "\n".join([*lines, *QA_CARD_SNIPPET])
+
+
+def mask_padded_positions(model: torch.nn.Module) -> torch.nn.Module:
+    """Give padded positions the lowest start/end logit, so that they take no share of the softmax.
+
+    transformers' ``*ForQuestionAnswering`` heads score every position of the padded batch, so an
+    example's start/end loss changed with how long its batch mates were (dynamic padding): the training-time
+    evaluation, ``Predictor.evaluate`` at another batch size and a gradient-accumulated step all disagreed.
+    A forward hook (re-attached on every load; the saved weights stay plain transformers) masks them.
+    """
+    import torch
+
+    def hook(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> Any:
+        mask = kwargs.get("attention_mask")
+        if mask is None and len(args) > 1:
+            mask = args[1]  # forward(input_ids, attention_mask, ...)
+        if mask is None:
+            return output
+        padded = mask == 0
+        for key in ("start_logits", "end_logits"):
+            logits = output[key]
+            output[key] = logits.masked_fill(padded.to(logits.device), torch.finfo(logits.dtype).min)
+        return output
+
+    model.register_forward_hook(hook, with_kwargs=True)
+    return model
