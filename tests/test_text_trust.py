@@ -8,11 +8,13 @@ import json
 import random
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import run_cli, shared_dataset, write_jsonl
 
+import taskhead
 from taskhead.config import DataConfig
 from taskhead.data.conll import read_conll, sniff_conll
 from taskhead.data.readers import read_table, split_lines
@@ -315,3 +317,16 @@ def test_undecodable_byte_is_located_on_the_line_editors_show(tmp_path: Path) ->
     with pytest.raises(DataError) as err:
         read_table(path)
     assert str(err.value).startswith(f"{path}:3: not valid utf-8 (byte 0xff at column 5)")
+
+
+def test_lone_surrogates_are_located_errors(tiny_runs: Any, tmp_path: Path) -> None:
+    # JSON's "\ud800" escape and Python strings can hold a lone surrogate, which no tokenizer encodes: a
+    # located error, never a tokenizer TypeError
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": "bad \\ud800 text"}\n', encoding="utf-8")
+    result = run_cli("predict", str(tiny_runs["classification"]), str(data))
+    assert result.returncode == 2
+    assert f"error: {data}:2: text: U+D800: a lone surrogate" in result.stderr
+    predictor = taskhead.load(tiny_runs["classification"])
+    with pytest.raises(DataError, match=r"input 2: text: U\+DC00: a lone surrogate"):
+        predictor.predict(["fine", {"text": "bad \udc00"}])

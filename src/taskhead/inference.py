@@ -299,6 +299,13 @@ class Predictor:
         """The task's example for one input; dicts may use the run's training column names (``columns``,
         default the run's ``data.columns``) or the generic names (``text``/``text_pair``,
         ``question``/``context``, ``source``)."""
+        from taskhead.data.readers import lone_surrogate
+
+        found = lone_surrogate(record)
+        if found is not None:
+            raise DataError(
+                [f"{where}: {found}: a lone surrogate is not a character; expected valid Unicode text"]
+            )
         columns = self.config.data.columns if columns is None else columns
         return self.task.to_example(generic_record(record, columns), where)
 

@@ -194,6 +194,40 @@ def sniff_format(text: str) -> str:
         return "text"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where ``value`` (a str, or lists and dicts of them) holds a lone surrogate: ``"text: U+D800"``,
+    ``"tokens[2]: U+DC00"``, or None.
+
+    JSON's ``"\\ud800"`` escape and Python strings can carry one; it is no Unicode character, so no tokenizer
+    can encode it (and UTF-8 output cannot hold it).
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return f"{where or 'value'}: U+{ord(found.group()):04X}"
+        elif isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def _surrogate_problem(loc: str, record: Any) -> str | None:
+    found = lone_surrogate(record)
+    if found is None:
+        return None
+    return (
+        f"{loc}: {found}: a lone surrogate (an unpaired \\ud800-\\udfff escape) is not a character; "
+        f"expected valid Unicode text"
+    )
+
+
 def _read_json(path: str, text: str, max_errors: int) -> Table:
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -207,6 +241,7 @@ def _read_json(path: str, text: str, max_errors: int) -> Table:
             for r in rows
             if not isinstance(r.values, dict)
         ]
+        bad += [p for r in rows if (p := _surrogate_problem(f"{path} ({r.where})", r.values))]
         if bad:
             raise DataError(bad[:max_errors], total=len(bad))
     else:
@@ -221,6 +256,10 @@ def _read_json(path: str, text: str, max_errors: int) -> Table:
                 continue
             if not isinstance(value, dict):
                 bad.append(f"{path}:{i}: expected a JSON object per line, found {type(value).__name__}")
+                continue
+            problem = _surrogate_problem(f"{path}:{i}", value)
+            if problem:
+                bad.append(problem)
                 continue
             rows.append(Row(value, i))
         if bad:
