@@ -309,8 +309,10 @@ class QuestionAnsweringTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
+        from taskhead.backbones import SAFE_LOADING
+
         return AutoModelForQuestionAnswering.from_pretrained(
-            directory, trust_remote_code=model.trust_remote_code
+            directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING
         )
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
