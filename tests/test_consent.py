@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, tiny_config, write_jsonl
+from conftest import BIN, run_cli, tiny_config, write_jsonl
 
 from taskhead.errors import ConfigError, UnsafeWeightsError
 
@@ -148,3 +148,147 @@ def test_every_model_load_asks_for_safetensors() -> None:
             if cls in ("AutoConfig", "AutoTokenizer") or "RUN_DIR" in args:
                 continue
             assert "SAFE_LOADING" in args or "common" in args, f"{path}: {match.group(0)}"
+
+
+# ---------------------------------------------------------------- YAML and JSON that cannot exhaust memory
+
+BOMB = "task: classification\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def test_yaml_alias_bomb_fails_fast_and_located(tmp_path: Path) -> None:
+    import time
+
+    from taskhead.config import load_config
+
+    assert len(BOMB.encode()) < 500
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    started = time.perf_counter()
+    with pytest.raises(
+        ConfigError, match=rf"^{path}:3: YAML alias \*a: anchors and aliases are not supported"
+    ):
+        load_config(path)
+    assert time.perf_counter() - started < 0.5
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {path}:3: YAML alias *a"), (
+        result.stderr
+    )
+    with pytest.raises(ConfigError, match=r"^override 'train.epochs=\[&x 1, \*x\]': YAML alias \*x"):
+        load_config({"task": "classification"}, ["train.epochs=[&x 1, *x]"])
+
+
+def test_deeply_nested_config_and_config_that_is_no_file(tmp_path: Path) -> None:
+    import os
+
+    from taskhead.config import load_config
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=rf"^{deep}:1: nested too deeply"):
+        load_config(deep)
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(fifo)  # opening a FIFO would block until a writer comes
+    big = tmp_path / "big.yaml"
+    big.write_text("task: classification\n" + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="a config file is at most"):
+        load_config(big)
+
+
+def test_json_nested_too_deeply_is_a_located_data_error(tmp_path: Path) -> None:
+    from taskhead.data.readers import read_table
+    from taskhead.data.squad import read_qa_table
+    from taskhead.errors import DataError
+
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text('{"text": "fine", "label": "a"}\n{"text": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
+    with pytest.raises(DataError, match=rf"^{lines}:2: JSON nested too deeply"):
+        read_table(lines)
+    array = tmp_path / "deep.json"
+    array.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(DataError, match=rf"^{array}: JSON nested too deeply"):
+        read_table(array)
+    squad = tmp_path / "squad.json"
+    squad.write_text('{"data": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    with pytest.raises(DataError, match=rf"^{squad}(:1)?: JSON nested too deeply"):
+        read_qa_table(squad)
+
+
+# ---------------------------------------------------------------- files that are not files
+
+
+def _validate_config(tmp_path: Path, train: Path) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"task: classification\nmodel:\n  backbone: minilm\ndata:\n  train: {train}\n")
+    return config
+
+
+def test_fifo_as_data_file_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from taskhead.data.readers import read_table
+    from taskhead.errors import DataError
+
+    fifo = tmp_path / "train.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=rf"^{fifo}: is a FIFO \(named pipe\), expected a regular data file$"):
+        read_table(fifo)
+    command = [str(BIN / "taskhead"), "validate", str(_validate_config(tmp_path, fifo))]
+    try:  # before the fix this hung forever: the timeout keeps the test from hanging
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("taskhead validate hung on a FIFO")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {fifo}: is a FIFO (named pipe), expected a regular data file\n"
+    with pytest.raises(DataError, match="is a character device"):
+        read_table("/dev/null", "jsonl")
+
+
+def test_unreadable_data_file_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from taskhead.data import readers
+    from taskhead.errors import DataError
+
+    path = write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "x"}])
+
+    def denied(*args: Any, **kwargs: Any) -> int:
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    with monkeypatch.context() as m:  # tests run as root, who can read anything: simulate it
+        m.setattr(readers.os, "open", denied)
+        with pytest.raises(DataError, match=rf"^{path}: cannot read: permission denied$"):
+            readers.read_table(path)
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file: the chmod check below needs a non-root user")
+    path.chmod(0)
+    result = run_cli("validate", str(_validate_config(tmp_path, path)))
+    assert result.returncode == 2
+    assert result.stderr == f"error: {path}: cannot read: permission denied\n"
+
+
+@pytest.mark.parametrize(
+    ("compress", "name"),
+    [("gzip", "gzip"), ("bz2", "bzip2"), ("lzma", "xz"), ("zipfile", "zip")],
+)
+def test_compressed_data_file_says_it_is_compressed(tmp_path: Path, compress: str, name: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    data = b'{"text": "a", "label": "x"}\n'
+    path = tmp_path / "train.jsonl"
+    if compress == "zipfile":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("train.jsonl", data)
+    else:
+        path.write_bytes({"gzip": gzip, "bz2": bz2, "lzma": lzma}[compress].compress(data))
+    result = run_cli("validate", str(_validate_config(tmp_path, path)))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}: is {name}-compressed (starts with bytes "), result.stderr
+    assert "decompress it first" in result.stderr and result.stderr.count("\n") == 1
