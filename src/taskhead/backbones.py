@@ -34,6 +34,7 @@ def resolve_backbone(name: str) -> str:
     Raises:
         BackboneError: an alias whose package is missing, a directory without a model, or a hub id that
             cannot be fetched here.
+        UnsafeWeightsError: a local model whose weights are pickle files only (``pytorch_model.bin``).
     """
     key = name.lower()
     if key in ALIASES:
@@ -45,6 +46,7 @@ def resolve_backbone(name: str) -> str:
         )
     path = Path(name).expanduser()
     if path.is_dir() and (path / "taskhead.json").is_file() and (path / "model" / "config.json").is_file():
+        check_safetensors(path / "model")
         return str(path / "model")  # a finished run: its model (e.g. a language-modeling run) is the backbone
     if path.is_dir():
         if not (path / "config.json").is_file():
