@@ -335,3 +335,36 @@ def test_reading_a_csv_does_not_copy_it_as_four_byte_characters(tmp_path: Path) 
         tracemalloc.stop()
     assert len(table.rows) == 20_000 and table.rows[-1].where == 20_001
     assert peak < 6.5 * size, f"peak {peak / size:.1f}x the file's {size} bytes"
+
+
+def test_every_command_that_loads_a_model_takes_trust_remote_code() -> None:
+    from taskhead.cli import _parser
+
+    parser = _parser()
+    for argv in (
+        ["predict", "RUN", "-"],
+        ["evaluate", "RUN", "data.jsonl"],
+        ["export", "RUN"],
+        ["serve", "RUN"],
+        ["search", "IDX", "query"],
+        ["index", "build", "MODEL", "corpus.jsonl", "--out", "IDX"],
+        ["index", "add", "IDX", "corpus.jsonl"],
+        ["index", "evaluate", "IDX", "--beir", "DIR"],
+        ["mine", "pairs.jsonl", "corpus.jsonl", "--out", "t.jsonl"],
+    ):
+        assert parser.parse_args(argv).trust_remote_code is False, argv
+        assert parser.parse_args([*argv, "--trust-remote-code"]).trust_remote_code is True, argv
+
+
+def test_index_query_model_needs_consent_for_its_code(tiny_runs: Any, tmp_path: Path) -> None:
+    from taskhead.retrieval.index import Index
+
+    run = shutil.copytree(tiny_runs["embedding"], tmp_path / "emb")
+    Index.build(run, ["good film", "bad plot"], device="cpu", quiet=True).save(tmp_path / "idx")
+    meta = json.loads((run / "taskhead.json").read_text())
+    meta["config"]["model"]["trust_remote_code"] = True  # the run now asks for its own code
+    (run / "taskhead.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="--trust-remote-code"):
+        Index.load(tmp_path / "idx", device="cpu").search("good", k=1)
+    trusted = Index.load(tmp_path / "idx", device="cpu", trust_remote_code=True)
+    assert len(trusted.search("good", k=1)[0]) == 1
