@@ -246,6 +246,13 @@ def test_fifo_as_data_file_is_refused_at_once(tmp_path: Path) -> None:
     assert result.stderr == f"error: {fifo}: is a FIFO (named pipe), expected a regular data file\n"
     with pytest.raises(DataError, match="is a character device"):
         read_table("/dev/null", "jsonl")
+    import socket
+
+    sock_path = tmp_path / "s.csv"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        with pytest.raises(DataError, match=rf"^{sock_path}: is a socket, expected a regular data file$"):
+            read_table(sock_path)
 
 
 def test_unreadable_data_file_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

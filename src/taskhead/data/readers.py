@@ -169,6 +169,12 @@ def open_data_file(path: str | Path) -> io.BufferedReader:
     except IsADirectoryError:
         raise DataError([f"{p}: is a directory, expected a regular data file"]) from None
     except OSError as exc:  # PermissionError, ELOOP, ENXIO (a socket), ...
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise _not_regular(p, mode) from None
         reason = (exc.strerror or type(exc).__name__).lower()
         raise DataError([f"{p}: cannot read: {reason}"]) from None
     mode = os.fstat(fd).st_mode
