@@ -58,7 +58,9 @@ def load(run_dir: Any, **kwargs: Any) -> Predictor:
     default: bf16 where the device runs it natively, else fp32; or ``fp32``, ``bf16``, ``fp16``),
     ``progress``, and ``backend="onnx"`` to run the forward pass with ONNX Runtime on the CPU from
     ``taskhead export RUN --format onnx`` (``onnx_variant="fp32"`` or ``"int8"``, ``onnx_dir`` when the
-    export is not in ``RUN/onnx``).
+    export is not in ``RUN/onnx``), ``trust_remote_code=True`` to run the model's own Python code (a run
+    saved with ``model.trust_remote_code: true`` is refused without it). Weights load from safetensors
+    only: a run holding only ``pytorch_model.bin`` raises ``UnsafeWeightsError``.
     """
     from taskhead.inference import Predictor
 

@@ -115,6 +115,11 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
         help="forward pass engine: torch, or ONNX Runtime on `taskhead export` output (CPU)",
     )
     p.add_argument("--onnx-variant", default="fp32", choices=["fp32", "int8"], help="with --backend onnx")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the run's own Python code (never taken from the run's saved files)",
+    )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -167,6 +172,7 @@ def _predictor(args: argparse.Namespace) -> Any:
         progress=True,
         backend=args.backend,
         onnx_variant=args.onnx_variant,
+        trust_remote_code=args.trust_remote_code,
     )
 
 

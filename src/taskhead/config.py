@@ -249,6 +249,39 @@ class RunConfig(_Section):
 
 # ---------------------------------------------------------------- loading with line numbers
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near this is not one
+
+
+class SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``, merge keys ``<<: *name`` too).
+
+    ``yaml.safe_load`` expands aliases: a few hundred bytes of nested anchors name billions of values and
+    fill memory when the config is walked or validated. Counting aliases would not bound that (nine aliases
+    of nine aliases are 9**9 values), so any alias is refused, located at its line.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML alias *{event.anchor}: anchors and aliases are not "
+                f"supported (nested aliases can expand to billions of values); write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse one YAML document with ``SafeLoader`` (no aliases).
+
+    Raises:
+        ConfigError: ``line N: ...`` for an alias or nesting deeper than Python's recursion limit.
+        yaml.YAMLError: malformed YAML.
+    """
+    try:
+        return yaml.load(text, Loader=SafeLoader)  # a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("line 1: nested too deeply (lists or mappings within each other)") from None
+
 
 def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path of a YAML document to the 1-based line it is written on."""
@@ -271,10 +304,45 @@ def _line_map(text: str) -> dict[tuple[str, ...], int]:
                 lines[(*path, str(i))] = item.start_mark.line + 1
                 walk(item, (*path, str(i)))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    try:
+        root = yaml.compose(text, Loader=SafeLoader)
+    except RecursionError:
+        raise ConfigError("line 1: nested too deeply (lists or mappings within each other)") from None
     if root is not None:
         walk(root, ())
     return lines
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of a config file: a regular, readable UTF-8 file of at most ``MAX_CONFIG_BYTES``.
+
+    Raises:
+        ConfigError: a missing file, a FIFO/device/directory (opening a FIFO would block), an unreadable or
+            oversized file, or bytes that are not UTF-8.
+    """
+    import stat
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: not a regular file (a directory, FIFO or device); expected a YAML file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {info.st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes "
+            f"(is it a data file?)"
+        )
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
 
 
 def _fields_at(loc: tuple[Any, ...], raw: dict[str, Any]) -> list[str]:
@@ -330,7 +398,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"override {item!r}: empty key part")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml_load(text) if text.strip() else None
+    except ConfigError as exc:
+        raise ConfigError(f"override {item!r}: {str(exc).split(': ', 1)[-1]}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
     return parts, value
@@ -369,13 +439,11 @@ def load_config(
     base_dir = Path.cwd()
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        text = path.read_text(encoding="utf-8-sig")
+        text = _read_config_text(path)
         origin, base_dir = str(path), path.resolve().parent
         try:
             lines = _line_map(text)
-            raw = yaml.safe_load(text) or {}
+            raw = yaml_load(text) or {}
         except ConfigError as exc:
             raise ConfigError(f"{path}:{str(exc).removeprefix('line ')}") from None
         except yaml.YAMLError as exc:

@@ -52,12 +52,23 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     p.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized int8 model")
     p.add_argument("--out", help="output directory (default: RUN_DIR/onnx)")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the run's own Python code (never taken from the run's saved files)",
+    )
     return {"export": _cmd_export}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "onnx"
-    report = export_onnx(args.run_dir, out=out, quantize=args.quantize, opset=args.opset)
+    report = export_onnx(
+        args.run_dir,
+        out=out,
+        quantize=args.quantize,
+        opset=args.opset,
+        trust_remote_code=args.trust_remote_code,
+    )
     for variant, entry in report["variants"].items():
         print(
             f"{variant}: {out / entry['file']} (max |onnx - torch| {entry['max_abs_diff']:.2e} "
@@ -70,7 +81,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def export_onnx(
-    run_dir: str | Path, *, out: str | Path | None = None, quantize: str | None = None, opset: int = OPSET
+    run_dir: str | Path,
+    *,
+    out: str | Path | None = None,
+    quantize: str | None = None,
+    opset: int = OPSET,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Export a finished encoder run to ONNX; returns what ``export.json`` records.
 
@@ -79,10 +95,12 @@ def export_onnx(
         out: output directory (default ``RUN_DIR/onnx``); replaced as a whole, atomically.
         quantize: ``"int8"`` to add a dynamically quantized model next to the fp32 one.
         opset: ONNX opset version.
+        trust_remote_code: allow the run's own Python code (a run saved asking for it is refused without).
 
     Raises:
         ExportError: a generation run, a model whose outputs have none of the known names, or an fp32 graph
             whose outputs differ from PyTorch's beyond ``ATOL`` / ``RTOL``.
+        UnsafeWeightsError, ConfigError: pickle-only weights; remote code not trusted (see ``Predictor``).
     """
     from taskhead.inference import Predictor
     from taskhead.rundir import atomic_write_json, replace_dir
@@ -90,7 +108,7 @@ def export_onnx(
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize: expected 'int8' or none, got {quantize!r}")
     run_dir = Path(run_dir)
-    predictor = Predictor(run_dir, device="cpu")
+    predictor = Predictor(run_dir, device="cpu", trust_remote_code=trust_remote_code)
     _require_encoder(run_dir, predictor)
     model, tokenizer = predictor.model, predictor.tokenizer
     names = [n for n in INPUT_NAMES if n in tokenizer("a", "b")]

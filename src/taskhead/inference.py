@@ -141,8 +141,9 @@ class Predictor:
         backend: str = "torch",
         onnx_variant: str = "fp32",
         onnx_dir: str | Path | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
-        """Load ``run_dir``.
+        """Load ``run_dir``: safetensors weights only, and the model's own Python code only when asked.
 
         Args:
             run_dir: a finished run directory.
@@ -154,20 +155,31 @@ class Predictor:
             backend: ``torch``, or ``onnx`` for ONNX Runtime on the run's ``taskhead export`` output.
             onnx_variant: ``fp32`` or ``int8`` (exported with ``--quantize int8``).
             onnx_dir: the export directory when it is not ``RUN_DIR/onnx``.
+            trust_remote_code: allow the model's own Python code (``auto_map``). Only the caller grants
+                it: a run saved with ``model.trust_remote_code: true`` is refused without it.
+
+        Raises:
+            RunDirError: a missing or unfinished run directory.
+            UnsafeWeightsError: weights only as pickle files (``pytorch_model.bin``), no safetensors.
+            ConfigError: the run needs its own code and ``trust_remote_code`` is False; a bad option.
         """
         from transformers import AutoTokenizer
 
-        from taskhead.backbones import quiet_loading
+        from taskhead.backbones import check_remote_code, check_safetensors, quiet_loading
         from taskhead.config import RunConfig
         from taskhead.rundir import read_meta
         from taskhead.tasks import build_task
 
         self.run_dir = Path(run_dir)
         self.meta = read_meta(self.run_dir)
-        self.config = RunConfig.model_validate(self.meta["config"])
-        self.task = build_task(self.config.task, **self.meta.get("task_state", {}))
         model_dir = self.run_dir / "model"
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        check_safetensors(model_dir)
+        check_remote_code(self.run_dir, self.meta, trust_remote_code)
+        self.config = RunConfig.model_validate(self.meta["config"])
+        # the saved config never grants remote code: the caller's flag replaces it
+        self.config.model.trust_remote_code = trust_remote_code
+        self.task = build_task(self.config.task, **self.meta.get("task_state", {}))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.backend = backend
         if backend == "onnx":  # ONNX Runtime on the CPU stands in for the torch module in forward_outputs
             from taskhead.export import load_onnx_model

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from taskhead.backbones import SAFE_LOADING
+
 HEAD_FILE = "head.safetensors"
 
 
@@ -41,7 +43,9 @@ def standard_head(
     """The backbone with transformers' own head for a task (``AutoModelFor...``), embeddings fitted to the
     tokenizer (after ``no_classification_head``)."""
     no_classification_head(model, task)
-    net = auto_class.from_pretrained(backbone, trust_remote_code=model.trust_remote_code, **kwargs)
+    net = auto_class.from_pretrained(
+        backbone, trust_remote_code=model.trust_remote_code, **SAFE_LOADING, **kwargs
+    )
     return fit_embeddings(net, tokenizer)
 
 
@@ -127,10 +131,14 @@ def labelled_head(
     kind, head = head_labels(AutoConfig.from_pretrained(backbone, **common))
     names = {"id2label": dict(enumerate(labels)), "label2id": {x: i for i, x in enumerate(labels)}}
     if kind is None:
-        net = auto_class.from_pretrained(backbone, num_labels=len(labels), **names, **kwargs, **common)
+        net = auto_class.from_pretrained(
+            backbone, num_labels=len(labels), **names, **kwargs, **common, **SAFE_LOADING
+        )
     elif kind == ours and model.reuse_head == "by_name":
         check_same_labels(backbone, LABELLED_HEADS[kind], head, labels)
-        net = auto_class.from_pretrained(backbone, **kwargs, **common)  # its head, rows in its own order
+        net = auto_class.from_pretrained(
+            backbone, **kwargs, **common, **SAFE_LOADING
+        )  # its head, rows in its own order
         layer = _output_layer(net, len(head))
         if layer is None:
             raise ConfigError(
@@ -153,7 +161,7 @@ def fresh_head(auto_class: Any, backbone: str, n: int, names: dict[str, Any], kw
     """The backbone's weights under a newly initialised head (transformers loads any head whose weight
     names and shapes match, even one fine-tuned for other labels)."""
     loaded = auto_class.from_pretrained(
-        backbone, num_labels=n, ignore_mismatched_sizes=True, **names, **kwargs
+        backbone, num_labels=n, ignore_mismatched_sizes=True, **names, **kwargs, **SAFE_LOADING
     )
     remote = {"trust_remote_code": kwargs.get("trust_remote_code", False)}
     net = auto_class.from_config(loaded.config, **remote).to(loaded.dtype)
@@ -262,7 +270,7 @@ def pooled_classifier(backbone: str, model: Any, tokenizer: Any, labels: list[st
     if dropout is None:
         dropout = getattr(config, "hidden_dropout_prob", 0.1)
     net = PooledClassifier(
-        AutoModel.from_pretrained(backbone, **common),
+        AutoModel.from_pretrained(backbone, **common, **SAFE_LOADING),
         len(labels),
         pooling=model.pooling,
         hidden_size=model.head_hidden_size,

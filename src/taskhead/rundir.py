@@ -71,6 +71,8 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{meta_path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise RunDirError(f"{meta_path}: malformed: JSON nested too deeply") from None
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise RunDirError(
             f"{meta_path}: written by a newer taskhead (format {meta['format_version']}); upgrade"

@@ -14,8 +14,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +41,7 @@ FORMATS_BY_SUFFIX = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # no per-row __dict__: a file's rows are held at once (about 100 bytes a row less)
 class Row:
     """One record of a data file: its values by column name and where it was found."""
 
@@ -58,6 +61,8 @@ class Table:
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# json.loads raises RecursionError past the interpreter's recursion limit (about 1,000 levels): the bound
+TOO_DEEP = "JSON nested too deeply (arrays/objects within each other beyond about 1,000 levels)"
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
@@ -124,16 +129,107 @@ def _stdin_bytes() -> bytes:
     return _stdin[1]
 
 
+# leading bytes of compressed files, which would otherwise be reported as undecodable text
+COMPRESSED_MAGIC = (
+    (b"\x1f\x8b", "gzip", "gunzip FILE"),
+    (b"PK\x03\x04", "zip", "unzip FILE"),
+    (b"BZh", "bzip2", "bunzip2 FILE"),
+    (b"\xfd7zXZ\x00", "xz", "unxz FILE"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "unzstd FILE"),
+)
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> DataError:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return DataError([f"{path}: is {kind}, expected a regular data file"])
+
+
+def open_data_file(path: str | Path) -> io.BufferedReader:
+    """Open a data file for reading bytes, refusing at once what is not a regular file.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor: a plain
+    ``open`` of a FIFO blocks until a writer appears (and a check before opening could race).
+
+    Raises:
+        DataError: ``FILE: file not found``, ``FILE: is a FIFO (named pipe), expected a regular data
+            file`` (directory, socket, device alike), ``FILE: cannot read: permission denied``.
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DataError([f"{p}: file not found"]) from None
+    except IsADirectoryError:
+        raise DataError([f"{p}: is a directory, expected a regular data file"]) from None
+    except OSError as exc:  # PermissionError, ELOOP, ENXIO (a socket), ...
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise _not_regular(p, mode) from None
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise DataError([f"{p}: cannot read: {reason}"]) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(p, mode)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def check_not_compressed(path: str | Path, head: bytes) -> None:
+    """Refuse a file whose first bytes are a compression format's magic number (gzip ``1f 8b``, zip,
+    bzip2, xz, zstd): taskhead reads uncompressed text.
+
+    Raises:
+        DataError: ``FILE: is gzip-compressed (...); decompress it first: gunzip FILE``.
+    """
+    for magic, name, command in COMPRESSED_MAGIC:
+        if head.startswith(magic):
+            raise DataError(
+                [
+                    f"{path}: is {name}-compressed (starts with bytes {magic.hex(' ')}); taskhead reads "
+                    f"uncompressed files: decompress it first, e.g. {command.replace('FILE', str(path))}"
+                ]
+            )
+
+
+def read_data_bytes(path: str | Path) -> bytes:
+    """All bytes of a regular, readable, uncompressed data file (see ``open_data_file``).
+
+    Raises:
+        DataError: a missing, non-regular, unreadable or compressed file.
+    """
+    with open_data_file(path) as fh:
+        try:
+            raw = fh.read()
+        except OSError as exc:
+            raise DataError(
+                [f"{path}: cannot read: {(exc.strerror or type(exc).__name__).lower()}"]
+            ) from None
+    check_not_compressed(path, raw[:8])
+    return raw
+
+
 def read_text_source(path: str | Path, encoding: str = "utf-8") -> str:
-    """The whole text of a file, or of standard input for ``-`` (read once, then served again)."""
+    """The whole text of a file, or of standard input for ``-`` (read once, then served again).
+
+    Raises:
+        DataError: a missing, non-regular (FIFO, device, directory), unreadable or compressed file, or
+            bytes that are not text in ``encoding`` (located by line and column).
+    """
     if str(path) == "-":
         return _decode("<stdin>", _stdin_bytes(), encoding)
-    p = Path(path)
-    if not p.exists():
-        raise DataError([f"{p}: file not found"])
-    if p.is_dir():
-        raise DataError([f"{p}: is a directory, expected a data file"])
-    return _decode(str(p), p.read_bytes(), encoding)
+    return _decode(str(path), read_data_bytes(path), encoding)
 
 
 def read_data_table(path: str | Path, data: DataConfig, *, text_column: str, fmt: str | None = None) -> Table:
@@ -190,7 +286,7 @@ def sniff_format(text: str) -> str:
         return "text"
     try:
         return "jsonl" if isinstance(json.loads(first), dict) else "text"
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return "text"
 
 
@@ -235,6 +331,8 @@ def _read_json(path: str, text: str, max_errors: int) -> Table:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError([f"{path}:{exc.lineno}: malformed JSON: {exc.msg}"]) from None
+        except RecursionError:
+            raise DataError([f"{path}: {TOO_DEEP}"]) from None
         rows = [Row(r, f"record {i}") for i, r in enumerate(records, 1)]
         bad = [
             f"{path} ({r.where}): expected a JSON object, found {type(r.values).__name__}"
@@ -253,6 +351,9 @@ def _read_json(path: str, text: str, max_errors: int) -> Table:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 bad.append(f"{path}:{i}: malformed JSON line: {exc.msg} (column {exc.colno})")
+                continue
+            except RecursionError:
+                bad.append(f"{path}:{i}: {TOO_DEEP}")
                 continue
             if not isinstance(value, dict):
                 bad.append(f"{path}:{i}: expected a JSON object per line, found {type(value).__name__}")
@@ -278,7 +379,8 @@ def _read_delimited(
     STS Benchmark files add two source columns to some lines): the columns a config addresses are checked
     row by row where they are used ("missing")."""
     mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=mode, strict=False)
+    # lines one at a time rather than io.StringIO(text), which copies the whole text as 4-byte characters
+    reader = csv.reader(_lines_with_breaks(text), delimiter=delimiter, quoting=mode, strict=False)
     kind = "CSV" if delimiter == "," else "TSV"
     rows: list[Row] = []
     bad: list[str] = []
@@ -319,6 +421,17 @@ def _read_delimited(
     return Table(path, columns or [], rows)
 
 
+def _lines_with_breaks(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their line breaks, split at ``\n``, ``\r\n`` and a lone ``\r`` only
+    (what ``io.StringIO(text, newline="")`` gives the csv module, without copying the text)."""
+    start = 0
+    for match in _LINE_BREAK.finditer(text):
+        yield text[start : match.end()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
+
+
 def _width_hint(fields: list[str], width: int, delimiter: str, quoting: str) -> str:
     """The likely fix for a row whose field count differs from the header's."""
     if delimiter == "," and any("\t" in value for value in fields):
@@ -342,8 +455,8 @@ def _runaway_quote(fields: list[str], delimiter: str, width: int) -> str | None:
 
 
 def _read_parquet(path: Path) -> Table:
-    if not path.exists():
-        raise DataError([f"{path}: file not found"])
+    with open_data_file(path) as fh:  # refuses FIFOs, devices and unreadable files before pyarrow opens it
+        check_not_compressed(path, fh.read(8))
     import pyarrow.parquet as pq
 
     try:

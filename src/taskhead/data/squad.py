@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from taskhead.data.readers import Row, Table, detect_format, read_table, read_text_source
+from taskhead.data.readers import TOO_DEEP, Row, Table, detect_format, read_table, read_text_source
 from taskhead.data.validation import Problems, require_column
 from taskhead.errors import ConfigError, DataError
 
@@ -209,6 +209,8 @@ def _load_squad(name: str, text: str) -> dict[str, Any]:
     """The parsed top-level object, or a DataError for malformed JSON or another layout."""
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise DataError([f"{name}: {TOO_DEEP}"]) from None
     except json.JSONDecodeError as exc:
         hint = ""
         if exc.msg == "Extra data":

@@ -115,6 +115,11 @@ def _encoder_options(p: argparse.ArgumentParser, *, model: bool = False) -> None
         help="embedding precision (auto: bf16 where the hardware has it and it agrees with fp32)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model's (and the --rerank run's) own Python code; never taken from saved files",
+    )
 
 
 def _rerank_options(p: argparse.ArgumentParser) -> None:
@@ -133,7 +138,12 @@ def _rerank_options(p: argparse.ArgumentParser) -> None:
 
 
 def _encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"device": args.device, "precision": args.precision, "batch_size": args.batch_size}
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "trust_remote_code": args.trust_remote_code,
+    }
 
 
 def _docs(args: argparse.Namespace) -> list[Any]:
@@ -279,7 +289,13 @@ def _retrieve(
     candidates = args.candidates or candidates or 3 * k
     if candidates < k:
         raise RetrievalError(f"--candidates {candidates}: must be at least k ({k})")
-    reranker = Reranker(args.rerank, label=args.rerank_label, batch_size=args.batch_size, device=args.device)
+    reranker = Reranker(
+        args.rerank,
+        label=args.rerank_label,
+        batch_size=args.batch_size,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+    )
     return reranker.rerank(texts, index.search(texts, k=candidates), k)
 
 

@@ -95,19 +95,24 @@ def model_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load_sentence_transformer(path: Path, kind: str, device: str) -> Any:
+def _load_sentence_transformer(path: Path, kind: str, device: str, trust_remote_code: bool = False) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    from taskhead.backbones import quiet_loading
+    from taskhead.backbones import SAFE_LOADING, quiet_loading
 
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
     with quiet_loading():
         if kind == "sentence-transformers":
-            return SentenceTransformer(str(path), device=device)
+            return SentenceTransformer(
+                str(path), device=device, trust_remote_code=trust_remote_code, model_kwargs=dict(SAFE_LOADING)
+            )
         try:
             from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
         except ImportError:  # sentence-transformers < 6
             from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef]
-        body = Transformer(str(path))
+        body = Transformer(
+            str(path), model_kwargs={**remote, **SAFE_LOADING}, config_kwargs=remote, processor_kwargs=remote
+        )
         dim = body.auto_model.config.hidden_size
         return SentenceTransformer(modules=[body, Pooling(dim, "mean")], device=device)
 
@@ -136,7 +141,17 @@ class Encoder:
         batch_size: int = 64,
         normalize: bool | None = None,
         progress: bool = False,
+        trust_remote_code: bool = False,
     ) -> None:
+        """Load ``model`` (safetensors weights only; its own Python code only with ``trust_remote_code``).
+
+        Raises:
+            RetrievalError: a bad option, or a directory holding no model.
+            UnsafeWeightsError: weights only as pickle files (``pytorch_model.bin``).
+            ConfigError: a model that needs its own code (``auto_map``, or a run trained with
+                ``model.trust_remote_code``) and ``trust_remote_code`` is False.
+        """
+        from taskhead.backbones import check_remote_code, check_safetensors
         from taskhead.devices import bf16_supported, resolve_device
 
         if precision not in ("auto", "bf16", "fp32"):
@@ -145,9 +160,17 @@ class Encoder:
             raise RetrievalError(f"batch_size: expected a positive integer, found {batch_size}")
         self.path, self.kind = resolve_model_dir(model)
         given = Path(str(model)).expanduser()
+        check_safetensors(self.path)
+        run = given.is_dir() and (given / RUN_META).is_file()
+        if run:
+            from taskhead.rundir import read_meta
+
+            check_remote_code(given, read_meta(given), trust_remote_code)
+        else:
+            check_remote_code(self.path, None, trust_remote_code)
         self.model_id = str(given.resolve()) if given.is_dir() else str(model)
         self.device = resolve_device(device)
-        self.model = _load_sentence_transformer(self.path, self.kind, str(self.device))
+        self.model = _load_sentence_transformer(self.path, self.kind, str(self.device), trust_remote_code)
         self.model.eval()
         self.similarity = self._similarity(normalize)
         self.normalized = self.similarity == "cosine"

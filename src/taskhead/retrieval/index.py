@@ -80,6 +80,7 @@ class Index:
         device: str = "auto",
         precision: str = "auto",
         quiet: bool = False,
+        trust_remote_code: bool = False,
         **params: Any,
     ) -> Index:
         """Embed ``docs`` with ``model`` and index them.
@@ -93,11 +94,19 @@ class Index:
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             precision: ``auto`` (bf16 where it is fast and agrees with fp32), ``bf16`` or ``fp32``.
             quiet: no progress bar and no summary line on standard error.
+            trust_remote_code: allow the model's own Python code (never taken from its saved files).
             **params: FAISS settings: ``M``, ``ef_construction``, ``ef_search`` (hnsw); ``nlist``, ``nprobe``
                 (ivf). An unset ``ef_search`` / ``nprobe`` is tuned to reach recall@10 >= 0.98.
         """
         ann.check_params(kind, params)
-        encoder = _as_encoder(model, batch_size=batch_size, device=device, precision=precision, quiet=quiet)
+        encoder = _as_encoder(
+            model,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            quiet=quiet,
+            trust_remote_code=trust_remote_code,
+        )
         items = read_corpus(docs) if isinstance(docs, os.PathLike) else to_docs(docs)
         started = time.perf_counter()
         vectors = encoder.encode([d.text for d in items], batch_size=batch_size)
@@ -313,7 +322,9 @@ class Index:
         """Read a saved index. The model that embeds queries loads on first text search; pass ``model`` to
         use another copy of it (checked for dimension and normalization now).
 
-        ``encoder_options`` (``device``, ``precision``, ``batch_size``) apply to the model when it loads.
+        ``encoder_options`` (``device``, ``precision``, ``batch_size``, ``trust_remote_code``) apply to the
+        model when it loads; ``trust_remote_code`` (default False) is the only way to run a query model's own
+        Python code: what the index recorded never grants it.
         """
         from taskhead.retrieval.store import read_index_files
 

@@ -36,12 +36,24 @@ class Reranker:
         batch_size: int = 64,
         device: str = "auto",
         precision: str = "auto",
+        trust_remote_code: bool = False,
     ) -> None:
+        """Load the classification run ``run_dir`` (safetensors only; its own code only with
+        ``trust_remote_code=True``).
+
+        Raises:
+            RetrievalError: not a single-label classification run, or no label meaning relevant.
+            UnsafeWeightsError, ConfigError: as ``taskhead.Predictor``.
+        """
         import taskhead
 
         self.run_dir = Path(run_dir)
         self.predictor = taskhead.load(
-            self.run_dir, batch_size=batch_size, device=device, precision=precision
+            self.run_dir,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            trust_remote_code=trust_remote_code,
         )
         if self.predictor.task.name != "classification" or getattr(
             self.predictor.task.options, "multi_label", False

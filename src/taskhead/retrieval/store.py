@@ -99,6 +99,8 @@ def read_meta(directory: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RetrievalError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise RetrievalError(f"{path}: malformed: JSON nested too deeply") from None
     if not isinstance(meta, dict):
         raise RetrievalError(f"{path}: expected a JSON object, found {type(meta).__name__}")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
@@ -123,7 +125,7 @@ def read_docs(path: Path) -> list[Doc]:
             try:
                 record = json.loads(line)
                 docs.append(Doc(str(record["id"]), record["text"], record.get("metadata") or {}))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:
                 raise RetrievalError(
                     f"{path}:{line_no}: damaged document record ({type(exc).__name__})"
                 ) from None

@@ -137,7 +137,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         trust_remote_code=args.trust_remote_code,
     )
-    indexes = load_indexes(args.index)
+    indexes = load_indexes(args.index, trust_remote_code=args.trust_remote_code)
     import uvicorn
 
     from taskhead.serving.app import create_app

@@ -356,7 +356,9 @@ class ClassificationTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModel, AutoModelForSequenceClassification
 
-        common = {"trust_remote_code": model.trust_remote_code}
+        from taskhead.backbones import SAFE_LOADING
+
+        common = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
         if self.standard_head:
             return AutoModelForSequenceClassification.from_pretrained(directory, **common)
         from taskhead.modeling import PooledClassifier

@@ -349,9 +349,15 @@ class EmbeddingTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from sentence_transformers import SentenceTransformer
 
+        from taskhead.backbones import SAFE_LOADING
         from taskhead.tasks.embedding_model import EmbeddingModel
 
-        encoder = SentenceTransformer(str(directory), device="cpu", trust_remote_code=model.trust_remote_code)
+        encoder = SentenceTransformer(
+            str(directory),
+            device="cpu",
+            trust_remote_code=model.trust_remote_code,
+            model_kwargs=dict(SAFE_LOADING),
+        )
         return EmbeddingModel(encoder, self._losses(encoder))
 
     def make_trainer(self, **kwargs: Any) -> Any:

@@ -33,11 +33,16 @@ def build_encoder(
 ) -> SentenceTransformer:
     """Transformer -> Pooling (-> Dense ...) (-> Normalize). ``pooling`` None keeps a sentence-transformers
     backbone's own pooling (mean for a plain encoder)."""
+    from taskhead.backbones import SAFE_LOADING
+
     remote: dict[str, Any] = {"trust_remote_code": True} if remote_code else {}
+    weights = {**remote, **SAFE_LOADING}
     if (Path(backbone) / "modules.json").is_file():
-        modules = list(SentenceTransformer(backbone, device="cpu", trust_remote_code=remote_code))
+        modules = list(
+            SentenceTransformer(backbone, device="cpu", trust_remote_code=remote_code, model_kwargs=weights)
+        )
     else:
-        modules = [Transformer(backbone, model_kwargs=remote, config_kwargs=remote, processor_kwargs=remote)]
+        modules = [Transformer(backbone, model_kwargs=weights, config_kwargs=remote, processor_kwargs=remote)]
     first = modules[0]
     if not isinstance(first, Transformer):
         raise ConfigError(

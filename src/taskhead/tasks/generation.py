@@ -384,11 +384,12 @@ class GenerationTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
 
+        from taskhead.backbones import SAFE_LOADING
         from taskhead.modeling import no_classification_head
 
         no_classification_head(model, "generation")
         self.architecture = self._resolve_architecture(backbone, model)
-        common = {"trust_remote_code": model.trust_remote_code}
+        common = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
         if self.architecture == "warm-start":
             if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
                 raise ConfigError(
@@ -396,7 +397,11 @@ class GenerationTask:
                     "(BERT-style); use a sequence-to-sequence or causal backbone instead"
                 )
             net = EncoderDecoderModel.from_encoder_decoder_pretrained(
-                backbone, backbone, tie_encoder_decoder=self.options.tie_encoder_decoder
+                backbone,
+                backbone,
+                tie_encoder_decoder=self.options.tie_encoder_decoder,
+                encoder_use_safetensors=True,
+                decoder_use_safetensors=True,
             )
             net.config.decoder_start_token_id = tokenizer.cls_token_id
             net.config.eos_token_id = tokenizer.sep_token_id
@@ -467,8 +472,10 @@ class GenerationTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+        from taskhead.backbones import SAFE_LOADING
+
         auto = AutoModelForCausalLM if self.causal else AutoModelForSeq2SeqLM
-        return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code)
+        return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING)
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         """Token cross-entropy, shifted for causal models (their logits predict the next token)."""

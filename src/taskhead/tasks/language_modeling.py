@@ -341,8 +341,10 @@ class LanguageModelingTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
+        from taskhead.backbones import SAFE_LOADING
+
         auto = AutoModelForMaskedLM if self.masked else AutoModelForCausalLM
-        return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code)
+        return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING)
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         """Mean cross-entropy over target tokens (masked ones, or every next token for causal LMs)."""

@@ -310,8 +310,10 @@ class QuestionAnsweringTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
-        remote = model.trust_remote_code
-        net = AutoModelForQuestionAnswering.from_pretrained(directory, trust_remote_code=remote)
+        from taskhead.backbones import SAFE_LOADING
+
+        options = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
+        net = AutoModelForQuestionAnswering.from_pretrained(directory, **options)
         return mask_padded_positions(net)
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:

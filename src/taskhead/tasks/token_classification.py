@@ -502,8 +502,10 @@ class TokenClassificationTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
+        from taskhead.backbones import SAFE_LOADING
+
         return AutoModelForTokenClassification.from_pretrained(
-            directory, trust_remote_code=model.trust_remote_code
+            directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING
         )
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
