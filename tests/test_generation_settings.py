@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     NEGATIVE,
     POSITIVE,
+    assert_close,
     generation_records,
     qa_records,
     run_cli,
@@ -71,6 +72,8 @@ def test_unknown_or_bad_settings_are_located_errors(seq2seq_run: Path, tiny_runs
         predictor.predict(TEXTS, num_beam=4)
     with pytest.raises(ConfigError, match=r"--set num_beams: .*greater than or equal to 1.*got 0"):
         predictor.predict(TEXTS, num_beams=0)
+    with pytest.raises(ConfigError, match=r"--set min_new_tokens: .*10 exceeds max_new_tokens=3"):
+        predictor.predict(TEXTS, min_new_tokens=10, max_new_tokens=3)  # transformers would drop the minimum
     with pytest.raises(ConfigError, match=r"--set top_p: .*got 'high'"):
         predictor.predict(TEXTS, top_p="high")
     with pytest.raises(ConfigError, match=r"--set temperature: applies only with do_sample=true"):
@@ -282,6 +285,8 @@ def test_translation_from_parallel_files_predicts_plain_text(tiny_backbone: Path
     assert predictor.predict_examples(predictor.read_inputs(plain)) == expected
     rows = write_jsonl(tmp_path / "input.jsonl", [{"text": t} for t in TEXTS])
     assert predictor.predict_examples(predictor.read_inputs(rows)) == expected
+    own = write_jsonl(tmp_path / "own.jsonl", [{"en": t} for t in TEXTS])  # the source language's name
+    assert predictor.predict_examples(predictor.read_inputs(own)) == expected
     result = run_cli("predict", str(run.run_dir), "-", "--precision", "fp32", stdin="\n".join(TEXTS))
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
@@ -353,6 +358,22 @@ def test_embedding_from_headerless_tsv_embeds_single_sentences(tiny_backbone: Pa
     assert [p["embedding"] for p in predictor.predict_examples(predictor.read_inputs(rows))] == [
         p["embedding"] for p in expected
     ]
+    # a header naming generic columns is a header, not an input, though the run's data had none
+    with_header = tmp_path / "with-header.csv"
+    with_header.write_text("text,note\n" + "".join(f"{t},other\n" for t in TEXTS), encoding="utf-8")
+    got = predictor.predict_examples(predictor.read_inputs(with_header))
+    assert [p["embedding"] for p in got] == [p["embedding"] for p in expected]
+    ids = tmp_path / "ids.tsv"
+    ids.write_text("id\ttext\n" + "".join(f"n{i}\t{t}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    result = run_cli("predict", str(run.run_dir), str(ids), "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    outputs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(o["line"], o["id"]) for o in outputs] == [(2, "n0"), (3, "n1"), (4, "n2")]
+    assert_close([o["embedding"] for o in outputs], [p["embedding"] for p in expected], 1e-6)
+    one_column = tmp_path / "sentences.tsv"  # one headerless column: one text per row
+    one_column.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    got = predictor.predict_examples(predictor.read_inputs(one_column))
+    assert [p["embedding"] for p in got] == [p["embedding"] for p in expected]
 
 
 def test_pair_classifier_takes_generic_and_training_names(tiny_backbone: Path, tmp_path: Path) -> None:
@@ -375,6 +396,8 @@ def test_pair_classifier_takes_generic_and_training_names(tiny_backbone: Path, t
     result = run_cli("predict", str(run.run_dir), str(csv), "--precision", "fp32")
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == [{"line": 2, **expected[0]}]
+    for code in card_snippets(run.run_dir):  # the card of a pair classifier predicts for a pair
+        exec(compile(code, "pair classifier model card", "exec"), {})
 
 
 def test_unreadable_input_keeps_the_task_readers_error(tiny_runs: Any, tmp_path: Path) -> None:

@@ -427,3 +427,15 @@ def test_char_rouge_keeps_combining_marks_with_their_letter() -> None:
     assert rouge(["สวัสดีครับ"], [["สวัสดีค่ะ"]])["rouge1"] == pytest.approx(
         100 * 8 / 13
     )  # 4 shared of 7 and 6 clusters
+
+
+def test_decomposed_and_composed_letters_score_as_one_text() -> None:
+    import unicodedata
+
+    from taskhead.generation_metrics import text_metrics
+
+    composed = "café résumé naïve déjà vu"
+    decomposed = unicodedata.normalize("NFD", composed)
+    scores = text_metrics([composed], [[decomposed]])
+    assert scores["rouge1"] == pytest.approx(100.0)
+    assert scores["bleu"] == pytest.approx(100.0)

@@ -11,7 +11,7 @@ other non-Latin scripts (Devanagari, Arabic, ...), and sacrebleu's default ``13a
 Greek text. BLEU uses that tokenizer. ROUGE splits text into words of Unicode letters, combining marks and
 digits (``RougeTokenizer``: for ASCII text exactly rouge-score's own tokens, whose ``[a-z0-9]`` rule drops
 every other script) and, for the segmenting tokenizers (``zh``, ``ja-mecab``, ``char``, ...), first into
-sacrebleu's tokens; the Porter stemmer applies to ASCII words only.
+sacrebleu's tokens; the Porter stemmer applies to ASCII words only. Texts are compared in Unicode NFC.
 """
 
 from __future__ import annotations
@@ -63,6 +63,17 @@ def _check(predictions: list[str], references: list[list[str]]) -> None:
         if isinstance(refs, str) or not refs:
             found = repr(refs) if isinstance(refs, str) else "[]"
             raise ValueError(f"references[{i}]: expected a non-empty list of reference texts, found {found}")
+
+
+def _nfc(predictions: list[str], references: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Texts in Unicode NFC: a decomposed "é" (e + U+0301) and a composed one are one letter to a reader,
+    so they must be one token to the metrics (neither sacrebleu nor rouge-score normalises)."""
+    import unicodedata
+
+    def nfc(text: str) -> str:
+        return unicodedata.normalize("NFC", text)
+
+    return [nfc(p) for p in predictions], [[nfc(r) for r in refs] for refs in references]
 
 
 @lru_cache(maxsize=1)
@@ -217,6 +228,7 @@ def rouge(predictions: list[str], references: list[list[str]], *, tokenize: str 
     from rouge_score import rouge_scorer
 
     _check(predictions, references)
+    predictions, references = _nfc(predictions, references)
     tokenizer = RougeTokenizer(resolve_tokenize(tokenize, references))
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=tokenizer)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
@@ -250,6 +262,7 @@ def bleu(
     from sacrebleu.metrics import BLEU, CHRF
 
     _check(predictions, references)
+    predictions, references = _nfc(predictions, references)
     name = resolve_tokenize(tokenize, references)
     width = max(len(refs) for refs in references)
     streams: list[list[str | None]] = [

@@ -428,12 +428,17 @@ class Predictor:
         from taskhead.errors import TaskheadError
 
         # standard input is read once and kept by data.readers, so both readers see the same bytes
+        readers = [lambda: self.task.read(path, data, labelled=False), lambda: self._read_generic(path, data)]
+        if _generic_header(path, data):
+            # a run trained on headerless columns (by index) given a file whose header names generic columns:
+            # its own reader would read the header row as an input and take columns by position
+            readers.reverse()
         try:
-            return self.task.read(path, data, labelled=False)
+            return readers[0]()
         except TaskheadError as own:
             first = own
         try:
-            return self._read_generic(path, data)
+            return readers[1]()
         except TaskheadError:
             raise first from None
 
@@ -459,8 +464,19 @@ class Predictor:
                 if line.strip()
             ]
         else:
+            header = _generic_header(path, data)
+            if header:
+                data = data.model_copy(update={"header": True})
             table = read_data_table(path, data, text_column="text", fmt=fmt)
-            examples = [self.to_example(dict(row.values), table.loc(row), data.columns) for row in table.rows]
+            one_text = not header and not data.header and len(table.columns) == 1  # a headerless text column
+            examples = [
+                self.to_example(
+                    row.values[table.columns[0]] if one_text else dict(row.values),
+                    table.loc(row),
+                    data.columns,
+                )
+                for row in table.rows
+            ]
         if not examples:
             raise DataError([f"{spec}: no inputs found"])
         return examples
@@ -500,6 +516,29 @@ def generic_record(record: Any, columns: Any) -> Any:
         if generic in GENERIC_NAMES and isinstance(column, (str, int)) and str(column) in record:
             out.setdefault(generic, record[str(column)])
     return out
+
+
+def _generic_header(path: str | Path, data: Any) -> bool:
+    """Whether ``path`` is a CSV/TSV file whose first row names generic columns (``text``, ``source``, ...)
+    while the run reads its data without a header (``data.header: false``, columns by index)."""
+    from taskhead.data.readers import detect_format, open_data_file, read_text_source, split_lines
+
+    if data.header:
+        return False
+    try:
+        fmt = detect_format(path, data.format) if str(path) != "-" else data.format
+    except DataError:
+        return False
+    if fmt not in ("csv", "tsv"):
+        return False
+    if str(path) == "-":
+        head = read_text_source(path, data.encoding)[:65536]  # standard input is read once and kept
+    else:
+        with open_data_file(path) as handle:
+            head = handle.read(65536).decode(data.encoding, errors="replace")
+    first = next((line for line in split_lines(head) if line.strip()), "")
+    cells = {cell.strip().strip('"') for cell in first.split("," if fmt == "csv" else "\t")}
+    return bool(cells & (set(GENERIC_NAMES) - {"id"}))
 
 
 def _input_format(task: Any, path: str | Path, data: Any) -> str | None:

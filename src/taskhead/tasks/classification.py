@@ -465,6 +465,11 @@ class ClassificationTask:
             "pairs": self.pairs,
         }
 
+    @property
+    def example_input(self) -> str:
+        """The model card's example input (Python literal): a pair for a model trained on text pairs."""
+        return '[("some text", "another text")]' if self.pairs else '["some text"]'
+
     def model_card(self) -> str:
         kind = "multi-label (sigmoid)" if self.options.multi_label else "multi-class (softmax)"
         lines = [f"- Classification, {kind}, {len(self.labels)} labels: {', '.join(self.labels)}"]

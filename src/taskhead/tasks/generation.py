@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks.base import Example, Features, SplitSummary, directions
@@ -79,6 +79,15 @@ class GenerationOptions(BaseModel):
         problem = tokenizer_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("min_new_tokens")
+    @classmethod
+    def _min_within_max(cls, value: int, info: ValidationInfo) -> int:
+        # transformers stops at max_new_tokens and drops a larger minimum without a word
+        longest = info.data.get("max_new_tokens")
+        if longest is not None and value > longest:
+            raise ValueError(f"{value} exceeds max_new_tokens={longest}; expected at most {longest}")
         return value
 
 
@@ -240,6 +249,8 @@ class GenerationTask:
                 ]
             )
         source = record.get("source", record.get("text"))
+        if source is None and self.options.parallel and self.options.parallel[0] in record:
+            source = record[self.options.parallel[0]]  # a run trained on train.en/train.de takes {"en": ...}
         if source is None and ("question" in record or "context" in record):
             parts = {key: record.get(key) for key in ("question", "context")}
             for key, value in parts.items():
