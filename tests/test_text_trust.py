@@ -195,6 +195,9 @@ def test_txt_with_equal_word_counts_is_raw_text_for_file_and_stdin(tmp_path: Pat
     conllu = "1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n2\t!\t!\tPUNCT\t.\t_\t1\tpunct\t_\t_\n"
     assert sniff_conll(conllu) == "conllu"
     assert sniff_conll("word\nword\n\nword\n") is None  # one column: name --format conll
+    raw = "alice went O\nbob saw O\n"  # raw lines that happen to end in the word "O"
+    assert sniff_conll(raw, {"O", "B-PER"}) is None
+    assert sniff_conll("alice O\nwent O\n\nbob O\n") == "conll"  # sentence breaks: a column file
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +283,23 @@ def test_tsv_row_starting_with_a_quote_stops_with_a_fix_that_works(tmp_path: Pat
     csv = tmp_path / "d.csv"  # a legitimate multi-line quoted CSV value still reads
     csv.write_text('text,label\n"one, two\nthree",a\n', encoding="utf-8")
     assert read_table(csv).rows[0].values["text"] == "one, two\nthree"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("one.tsv", 'text\n"good movie\nbad film\nsad story\n'),  # one column: no delimiters to count
+        ("closed.tsv", 'text\n"good movie\nbad film\nsad story"\nmore\n'),
+        ("never-closed.csv", 'text\n"never closed\nplain\nmore\n'),  # a quote that runs to the end
+    ],
+)
+def test_a_stray_quote_never_swallows_rows_silently(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=r":2: a quoted field runs over lines 2-4, swallowing them"):
+        read_table(path)
+    rows = read_table(path, quoting="none").rows  # the fix the message names
+    assert len(rows) == content.count("\n") - 1
 
 
 def test_headerless_rows_may_have_extra_columns(tmp_path: Path) -> None:

@@ -283,8 +283,9 @@ def sniff_conll(text: str, tags: set[str] | None = None) -> str | None:
     - ``conll`` when a line starts with ``-DOCSTART-``;
     - ``conllu`` when every token line has 10 tab-separated columns and an integer (or range) ID first;
     - ``conll`` when there are at least two token lines, all with the same number (two or more) of
-      columns, and the last column of every one is a tag: one of ``tags`` (the model's tag set, e.g.
-      POS tags) or an entity tag (``O``, ``B-PER``, ``I-LOC``, ...).
+      columns, the last column of every one is a tag: one of ``tags`` (the model's tag set, e.g.
+      POS tags) or an entity tag (``O``, ``B-PER``, ``I-LOC``, ...), and the file shows sentence breaks
+      (a blank line between token lines) or a tag other than ``O`` (raw lines may end in the word "O").
 
     Token lines are the non-blank lines that do not start with ``#``. A one-column token-per-line file,
     or a tagged file whose tags the model does not know, is read as raw text: name the format
@@ -305,4 +306,12 @@ def sniff_conll(text: str, tags: set[str] | None = None) -> str | None:
         return None
     last = [r[-1].strip(" ") for r in rows]
     known = tags or set()
-    return "conll" if all(t in known or _ENTITY_TAG.fullmatch(t) for t in last) else None
+    if not all(t in known or _ENTITY_TAG.fullmatch(t) for t in last):
+        return None
+    # Lines of raw text can end in a word that is also a tag ("alice went O"): tags alone are not enough;
+    # a column file also shows sentence breaks (blank lines between token lines) or a tag other than O.
+    content = [line.strip() for line in split_lines(text) if not line.startswith("#")]
+    first = next(i for i, line in enumerate(content) if line)
+    end = max(i for i, line in enumerate(content) if line)
+    has_break = any(not line for line in content[first:end])
+    return "conll" if has_break or any(t != "O" for t in last) else None

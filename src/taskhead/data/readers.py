@@ -380,7 +380,10 @@ def _read_delimited(
     row by row where they are used ("missing")."""
     mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
     # lines one at a time rather than io.StringIO(text), which copies the whole text as 4-byte characters
-    reader = csv.reader(_lines_with_breaks(text), delimiter=delimiter, quoting=mode, strict=False)
+    consumed: list[str] = []  # the raw lines of the row being read (to re-check rows over several lines)
+    reader = csv.reader(
+        _recorded(_lines_with_breaks(text), consumed), delimiter=delimiter, quoting=mode, strict=False
+    )
     kind = "CSV" if delimiter == "," else "TSV"
     rows: list[Row] = []
     bad: list[str] = []
@@ -389,15 +392,23 @@ def _read_delimited(
     try:
         for fields in reader:
             line, start = start, reader.line_num + 1
+            raw = "".join(consumed)
+            consumed.clear()
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
-            runaway = _runaway_quote(fields, delimiter, len(columns) if columns else 2)
+            width = len(columns) if columns else len(fields)
+            runaway = _runaway_quote(fields, delimiter, width) or _unclosed_quote(
+                raw, delimiter, mode, fields
+            )
             if mode == csv.QUOTE_MINIMAL and runaway:
                 bad.append(
-                    f"{path}:{line}: a quoted field runs over lines {line}-{reader.line_num} and holds "
-                    f"{'tabs' if delimiter == chr(9) else 'delimiters'} and line breaks: a stray quote "
-                    f"(field starts {runaway!r}); {kind} files such as GLUE's are unquoted: set "
-                    f"data.quoting=none"
+                    f"{path}:{line}: a quoted field runs over lines {line}-{reader.line_num}, swallowing "
+                    f"them: a stray quote (field starts {runaway!r}); "
+                    + (
+                        "TSV files such as GLUE's are unquoted: set data.quoting=none"
+                        if kind == "TSV"
+                        else "close the quote, or for an unquoted file set data.quoting=none"
+                    )
                 )
                 continue
             if columns is None:
@@ -442,6 +453,30 @@ def _width_hint(fields: list[str], width: int, delimiter: str, quoting: str) -> 
             f"data.header=false, where rows may have extra columns)"
         )
     return " (a stray quote? try data.quoting=none)" if quoting != "none" else ""
+
+
+def _recorded(lines: Iterator[str], into: list[str]) -> Iterator[str]:
+    """``lines``, each also appended to ``into`` as the csv module takes it."""
+    for line in lines:
+        into.append(line)
+        yield line
+
+
+def _unclosed_quote(raw: str, delimiter: str, mode: int, fields: list[str]) -> str | None:
+    """The start of a quoted field of a row over several lines (``raw``) that never closes (the lenient
+    reader ran to the end of the file inside it), or, in a TSV file, any quoted field over a line break:
+    in a one-column file no delimiter count can tell a stray quote from a multi-line value, and TSV files
+    (GLUE's, spreadsheets' exports) are unquoted by convention."""
+    spanning = next((value for value in fields if _LINE_BREAK.search(value)), None)
+    if spanning is None:
+        return None
+    if delimiter == "\t":
+        return spanning[:30]
+    try:
+        list(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter, quoting=mode, strict=True))
+    except csv.Error:
+        return spanning[:30]
+    return None
 
 
 def _runaway_quote(fields: list[str], delimiter: str, width: int) -> str | None:
