@@ -97,6 +97,17 @@ def test_overrides_are_typed_and_relative_to_cwd(tmp_path: Path) -> None:
     assert cfg.data.eval == Path("dev.jsonl")
 
 
+def test_yes_no_on_off_are_words_not_booleans(tmp_path: Path) -> None:
+    # YAML 1.1 reads `no` as false, so the documented `eval_strategy: no` failed; only true/false are booleans
+    cfg = load_config(
+        write(tmp_path, GOOD.replace("  epochs: 2\n", "  epochs: 2\n  eval_strategy: no\n")),
+        ["train.bf16=off"],
+    )
+    assert cfg.train.eval_strategy == "no" and cfg.train.bf16 is False
+    cfg = load_config(write(tmp_path, GOOD), ["train.eval_strategy=no", "task.multi_label=yes"])
+    assert cfg.train.eval_strategy == "no" and cfg.task.multi_label is True
+
+
 def test_override_errors_say_override(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"override train\.batchsize: unknown key \(did you mean batch_size\?\)"

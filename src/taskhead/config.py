@@ -7,6 +7,7 @@ Paths of data files written in a YAML file are relative to that file's folder; p
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,6 +269,17 @@ class SafeLoader(yaml.SafeLoader):
                 f"supported (nested aliases can expand to billions of values); write the values out"
             )
         return super().compose_node(parent, index)
+
+
+# YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) also reads yes/no/on/off as booleans,
+# so `eval_strategy: no` (a documented value) became False; as strings, pydantic still reads them into
+# bool fields.
+_BOOL = "tag:yaml.org,2002:bool"
+SafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SafeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def yaml_load(text: str) -> Any:
