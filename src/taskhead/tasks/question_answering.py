@@ -312,8 +312,8 @@ class QuestionAnsweringTask:
 
         from taskhead.backbones import SAFE_LOADING
 
-        options = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
-        net = AutoModelForQuestionAnswering.from_pretrained(directory, **options)
+        common = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
+        net = AutoModelForQuestionAnswering.from_pretrained(directory, **common)
         return mask_padded_positions(net)
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
