@@ -92,7 +92,8 @@ def export_onnx(
 
     Args:
         run_dir: the run directory.
-        out: output directory (default ``RUN_DIR/onnx``); replaced as a whole, atomically.
+        out: output directory (default ``RUN_DIR/onnx``); replaced as a whole, atomically; a folder that
+            holds files other than an export's is refused.
         quantize: ``"int8"`` to add a dynamically quantized model next to the fp32 one.
         opset: ONNX opset version.
         trust_remote_code: allow the run's own Python code (a run saved asking for it is refused without).
@@ -103,11 +104,14 @@ def export_onnx(
         UnsafeWeightsError, ConfigError: pickle-only weights; remote code not trusted (see ``Predictor``).
     """
     from taskhead.inference import Predictor
-    from taskhead.rundir import atomic_write_json, replace_dir
+    from taskhead.rundir import Kind, atomic_write_json, check_replaceable, replace_dir
 
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize: expected 'int8' or none, got {quantize!r}")
     run_dir = Path(run_dir)
+    target = Path(out) if out is not None else run_dir / "onnx"
+    export_kind = Kind("a taskhead export", (EXPORT_FILE,), (EXPORT_FILE, *VARIANTS.values()))
+    check_replaceable(target, export_kind, "--out", ExportError)
     predictor = Predictor(run_dir, device="cpu", trust_remote_code=trust_remote_code)
     _require_encoder(run_dir, predictor)
     model, tokenizer = predictor.model, predictor.tokenizer
@@ -144,7 +148,7 @@ def export_onnx(
             report["variants"]["int8"] = {"file": int8.name, **_compare(int8, model, checks)}
         atomic_write_json(directory / EXPORT_FILE, report)
 
-    replace_dir(Path(out) if out is not None else run_dir / "onnx", fill)
+    replace_dir(target, fill)
     return report
 
 
@@ -395,7 +399,10 @@ def load_onnx_model(
     Raises:
         ExportError: no export, no model of that variant, or an export of other weights than the run's.
     """
+    from taskhead.rundir import warn_leftovers
+
     directory = Path(onnx_dir) if onnx_dir is not None else run_dir / "onnx"
+    warn_leftovers(directory)
     meta_path = directory / EXPORT_FILE
     if variant not in VARIANTS:
         raise ExportError(f"onnx_variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")

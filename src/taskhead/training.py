@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,14 @@ from taskhead.console import (
 )
 from taskhead.data.splits import validate
 from taskhead.errors import ConfigError, RunDirError
-from taskhead.rundir import FORMAT_VERSION, META_FILE, atomic_write_json, atomic_write_text, replace_dir
+from taskhead.rundir import (
+    FORMAT_VERSION,
+    META_FILE,
+    Staging,
+    atomic_write_json,
+    atomic_write_text,
+    replace_dir,
+)
 from taskhead.tasks.base import Example, Features, Task
 
 CHECKPOINTS = "checkpoints"
@@ -93,42 +99,71 @@ def _merge_overrides(overrides: list[str] | dict[str, Any] | None, keywords: dic
     return merged
 
 
-def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
-    """Check (and prepare) the run directory; returns the checkpoint to resume from.
+def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[Path | None, Staging | None]:
+    """Check (and prepare) the run directory; returns the checkpoint to resume from and, for
+    ``--overwrite`` of a folder that holds a run, the staging folder the new run is trained in (swapped in
+    when complete, so the old run stays loadable until then).
 
-    In a multi-process run only rank 0 prepares the directory; the others only find the checkpoint.
+    A folder holding files taskhead did not write is refused, even with ``--overwrite`` (``--resume`` writes
+    only taskhead's own names into a folder that holds its checkpoints). In a multi-process
+    run only rank 0 prepares the directory; the others only find the checkpoint and share the staging folder.
+
+    Raises:
+        RunDirError: a folder that is not a taskhead run, a finished run without --overwrite/--resume,
+            --resume without a complete checkpoint, a folder that cannot be written.
     """
     from taskhead.checkpoints import last_complete
     from taskhead.console import process_rank
+    from taskhead.rundir import RUN, check_replaceable, clean_leftovers
 
+    rank = process_rank()
+    if rank == 0:
+        removed = clean_leftovers(run_dir)
+        if removed:
+            info(
+                f"{run_dir}: removed what an interrupted command left beside it: "
+                + ", ".join(p.name for p in removed)
+            )
     finished = (run_dir / META_FILE).exists()
     checkpoints = run_dir / CHECKPOINTS
-    if resume:
-        last = last_complete(checkpoints) if process_rank() == 0 else _newest_complete(checkpoints)
+    if not resume:
+        check_replaceable(run_dir, RUN, "output_dir")
+    else:
+        last = last_complete(checkpoints) if rank == 0 else _newest_complete(checkpoints)
         if last is None:
             raise RunDirError(
                 f"{run_dir}: --resume: no complete checkpoint in {checkpoints}; start without --resume"
             )
-        return last
+        return last, None
     if (finished or checkpoints.exists()) and not overwrite:
         what = "a finished run" if finished else "checkpoints of an unfinished run"
         raise RunDirError(
             f"{run_dir}: already holds {what}; pass --overwrite to replace it, --resume to "
             f"continue it, or choose another output_dir"
         )
-    if process_rank() > 0:
-        return None
-    if overwrite:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        (run_dir / META_FILE).unlink(missing_ok=True)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        if run_dir.is_dir() and any(
+            run_dir.iterdir()
+        ):  # --overwrite: the old run stays until the new is done
+            token = None  # this process; the processes of a distributed run share one folder by its run id
+            if _world_size() > 1:
+                token = os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
+            return None, Staging(run_dir, token)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
     except OSError as exc:
         raise RunDirError(f"{run_dir}: output_dir is not writable ({exc.strerror})") from None
-    return None
+    return None, None
+
+
+def _world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
 
 
 def _newest_complete(folder: Path) -> Path | None:
@@ -292,7 +327,37 @@ def train(
     for w in report.warnings:
         warn(w)
     run_dir = Path(cfg.output_dir)
-    resume_from = _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
+    resume_from, staging = _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
+    if staging is None:
+        return _train(cfg, task, splits, run_dir, run_dir, resume_from, quiet)
+    from taskhead.console import process_rank
+
+    try:
+        run = _train(cfg, task, splits, run_dir, staging.path, resume_from, quiet)
+    except BaseException:
+        if process_rank() == 0:
+            staging.discard()  # the old run stays as it was
+        else:
+            staging.release()
+        raise
+    if process_rank() == 0:
+        staging.commit()
+    else:
+        staging.release()
+    return run
+
+
+def _train(
+    cfg: RunConfig,
+    task: Task,
+    splits: dict[str, list[Example]],
+    run_dir: Path,
+    work_dir: Path,
+    resume_from: Path | None,
+    quiet: bool,
+) -> Run:
+    """Train and write the run in ``work_dir``: ``run_dir`` itself, or the staging folder of an --overwrite
+    (its files name ``run_dir``, where they end up)."""
 
     from transformers import set_seed
 
@@ -312,7 +377,7 @@ def train(
 
         hf_logging.disable_progress_bar()
         quiet = True
-    backbone = _backbone(cfg, splits, run_dir, resolve_backbone)
+    backbone = _backbone(cfg, splits, work_dir, resolve_backbone)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(device, cfg.train.bf16, cfg.train.fp16)
     tokenizer = _load_tokenizer(backbone, cfg, task)
@@ -339,7 +404,7 @@ def train(
     has_eval = "eval" in splits
     args = training_arguments(
         cfg,
-        output_dir=run_dir / CHECKPOINTS,
+        output_dir=work_dir / CHECKPOINTS,
         has_eval=has_eval,
         device=device,
         precision=precision,
@@ -408,7 +473,7 @@ def train(
     metrics["history"] = trainer.state.log_history
     with no_hf_progress_bars():
         _write_run(
-            run_dir,
+            work_dir,
             cfg,
             task,
             trainer.model,
@@ -418,11 +483,12 @@ def train(
                 "rows": {n: len(e) for n, e in splits.items()},
                 "precision": precision,
                 "device": device.type,
-                "best_checkpoint": trainer.state.best_model_checkpoint,
+                "best_checkpoint": _moved(trainer.state.best_model_checkpoint, work_dir, run_dir),
                 "model_weights": weights,
                 "trained": trained,
                 "world_size": trainer.args.world_size,
             },
+            final_dir=run_dir,
         )
     from taskhead.evaluation import metrics_table
 
@@ -434,6 +500,16 @@ def train(
     if tuned:
         info(tuned_text(metrics))
     return Run(run_dir, cfg, metrics, model=trainer.model, tokenizer=tokenizer, task=task)
+
+
+def _moved(path: str | None, work_dir: Path, run_dir: Path) -> str | None:
+    """A checkpoint path under the staging folder, as it will be once the folder is swapped in."""
+    if path is None or work_dir == run_dir:
+        return path
+    try:
+        return str(run_dir / Path(path).relative_to(work_dir))
+    except ValueError:
+        return path
 
 
 def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -504,8 +580,11 @@ def _write_run(
     metrics: dict[str, Any],
     *,
     meta_extra: dict[str, Any],
+    final_dir: Path | None = None,
 ) -> None:
-    """Write the run directory; taskhead.json last, so that only a complete run is ever loadable."""
+    """Write the run directory; taskhead.json last, so that only a complete run is ever loadable.
+
+    ``final_dir``: where the folder ends up when ``run_dir`` is a staging folder (the files name it)."""
     from taskhead.rundir import library_versions, model_card
 
     (run_dir / META_FILE).unlink(missing_ok=True)
@@ -522,7 +601,7 @@ def _write_run(
         "task": task.name,
         "task_state": task.state(),
         "config": cfg.to_yaml_dict(),
-        "run_dir": str(run_dir),
+        "run_dir": str(final_dir or run_dir),
         "versions": library_versions(),
         **meta_extra,
     }

@@ -184,8 +184,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 def _index_build(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
+    from taskhead.retrieval.store import INDEX
+    from taskhead.rundir import check_replaceable
 
     out = Path(args.out)
+    check_replaceable(
+        out, INDEX, "--out", RetrievalError
+    )  # before the corpus is embedded, and even with --overwrite
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise RetrievalError(f"--out {out}: already exists; pass --overwrite to replace it")
     params = {k: getattr(args, k) for k in ("M", "ef_construction", "ef_search", "nlist", "nprobe")}

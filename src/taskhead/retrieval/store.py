@@ -15,6 +15,7 @@ import numpy as np
 from taskhead.errors import RetrievalError
 from taskhead.retrieval import ann
 from taskhead.retrieval.corpus import Doc
+from taskhead.rundir import Kind, warn_leftovers
 
 if TYPE_CHECKING:
     from taskhead.retrieval.index import Index
@@ -26,10 +27,19 @@ DOCS = "docs.jsonl"
 FAISS_FILE = "faiss.index"
 
 
+INDEX = Kind("a taskhead index", (META,), (META, VECTORS, DOCS, FAISS_FILE))
+
+
 def write_index_files(target: Path, index: Index) -> Path:
-    """Write ``index`` to ``target`` (a temporary directory first, then swapped into place)."""
+    """Write ``index`` to ``target`` (a temporary directory first, then swapped into place).
+
+    Raises:
+        RetrievalError: ``target`` holds files that are not an index's (never replaced).
+    """
     from taskhead import __version__
-    from taskhead.rundir import replace_dir
+    from taskhead.rundir import check_replaceable, replace_dir
+
+    check_replaceable(target, INDEX, "index folder", RetrievalError)
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -87,6 +97,7 @@ def read_index_files(directory: Path) -> tuple[np.ndarray, list[Doc], dict[str, 
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
+    warn_leftovers(directory)
     path = directory / META
     if not directory.is_dir():
         raise RetrievalError(f"{directory}: index directory not found")
