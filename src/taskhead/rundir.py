@@ -60,6 +60,20 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~current_umask()
 
 
+def apply_umask(folder: Path) -> None:
+    """Give every folder and file under ``folder`` (itself included) the mode the umask allows (0o777 / 0o666
+    less the umask). Libraries write some outputs through ``mkstemp`` (transformers' ``save_pretrained``:
+    0o600), which would hide a run from teammates on a shared disk."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        try:
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+        except OSError:
+            continue
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -144,10 +158,10 @@ class Staging:
         self._lock = open(lock, "a")  # noqa: SIM115 - held until commit() or discard()
         fcntl.flock(self._lock, fcntl.LOCK_SH)
         self.path.mkdir(exist_ok=True)
-        os.chmod(self.path, 0o777 & ~current_umask())
 
     def commit(self) -> None:
         """Put the filled folder at ``target``; the replaced one is removed."""
+        apply_umask(self.path)
         if not self.target.exists() or _is_empty_dir(self.target):
             if self.target.exists():
                 self.target.rmdir()

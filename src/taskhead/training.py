@@ -25,6 +25,7 @@ from taskhead.rundir import (
     FORMAT_VERSION,
     META_FILE,
     Staging,
+    apply_umask,
     atomic_write_json,
     atomic_write_text,
     replace_dir,
@@ -607,4 +608,6 @@ def _write_run(
     }
     card = model_card(meta, metrics, task.model_card(), getattr(task, "example_input", None))
     atomic_write_text(run_dir / "README.md", card)
+    if (run_dir / CHECKPOINTS).is_dir():
+        apply_umask(run_dir / CHECKPOINTS)
     atomic_write_json(run_dir / META_FILE, meta)

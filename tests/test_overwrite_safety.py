@@ -1,0 +1,324 @@
+"""Nothing the user wrote is lost (issue 15): taskhead replaces only its own folders, an --overwrite is
+atomic (the old run, index or export stays complete and loadable until the new one is complete), what a
+killed command leaves is cleaned by the next writer, and outputs respect the umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, run_cli, tiny_config, write_jsonl
+
+import taskhead
+from taskhead import rundir, training
+from taskhead.errors import ExportError, RetrievalError, RunDirError
+
+SRC = Path(taskhead.__file__).resolve().parents[1]
+
+
+def _siblings(path: Path) -> list[str]:
+    """What taskhead left beside ``path``: its temporary, staging and lock names."""
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.taskhead-"))
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _user_folder(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text("# my own config\n")
+    (folder / "README.md").write_text("# my project\n")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "ideas.txt").write_text("keep me\n")
+    return _snapshot(folder)
+
+
+# ---------------------------------------------------------------------------- folders taskhead did not write
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_train_refuses_a_folder_taskhead_did_not_write(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path, overwrite: bool
+) -> None:
+    project = tmp_path / "project"
+    before = _user_folder(project)
+    cfg = tiny_config(tiny_backbone, sentiment_data, project)
+    with pytest.raises(RunDirError, match=r"is not a taskhead run \(it holds README.md, config.yaml, notes"):
+        taskhead.train(cfg, quiet=True, overwrite=overwrite)
+    assert _snapshot(project) == before
+    assert _siblings(project) == []
+
+
+def test_cli_output_dir_dot_never_touches_the_project(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The issue's example: `output_dir: .` beside the user's own config and README."""
+    project = tmp_path / "project"
+    project.mkdir()
+    cfg = tiny_config(tiny_backbone, sentiment_data, Path("."))
+    cfg["output_dir"] = "."
+    (project / "config.yaml").write_text(json.dumps(cfg))
+    (project / "README.md").write_text("# mine\n")
+    before = _snapshot(project)
+    result = run_cli("train", "config.yaml", "--overwrite", cwd=project)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a taskhead run" in lines[0] and "Traceback" not in result.stderr
+    assert _snapshot(project) == before
+
+
+def test_a_finished_run_with_a_file_of_the_user_is_not_replaced(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = tiny_config(tiny_backbone, sentiment_data, tmp_path / "run")
+    taskhead.train(cfg, quiet=True)
+    (tmp_path / "run" / "my-analysis.ipynb").write_text("{}")
+    with pytest.raises(RunDirError, match=r"it holds my-analysis\.ipynb"):
+        taskhead.train(cfg, quiet=True, overwrite=True)
+    assert (tmp_path / "run" / "my-analysis.ipynb").read_text() == "{}"
+    taskhead.load(tmp_path / "run")  # still the complete old run
+
+
+def test_index_and_export_refuse_a_folder_they_did_not_write(
+    tiny_sentence_model: Path, tiny_runs: object, tmp_path: Path
+) -> None:
+    from taskhead.export import export_onnx
+    from taskhead.retrieval.index import Index
+
+    folder = tmp_path / "documents"
+    before = _user_folder(folder)
+    index = Index.build(
+        tiny_sentence_model, [{"id": "a", "text": "good movie"}, {"id": "b", "text": "bad film"}]
+    )
+    with pytest.raises(RetrievalError, match=r"is not a taskhead index \(it holds README.md"):
+        index.save(folder)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "a", "text": "good movie"}])
+    result = run_cli(
+        "index", "build", str(tiny_sentence_model), str(corpus), "--out", str(folder), "--overwrite"
+    )
+    assert result.returncode == 2 and "is not a taskhead index" in result.stderr, result.stderr
+    with pytest.raises(ExportError, match="is not a taskhead export"):
+        export_onnx(tiny_runs["classification"], out=folder)  # type: ignore[index]
+    assert _snapshot(folder) == before
+    assert _siblings(folder) == []
+
+
+# ------------------------------------------------------------------------------------------- atomic overwrite
+
+
+def test_overwrite_keeps_the_old_run_loadable_until_the_new_one_is_complete(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(
+        tiny_backbone, sentiment_data, run_dir, train={"save_strategy": "epoch", "eval_strategy": "epoch"}
+    )
+    taskhead.train(cfg, quiet=True)
+    old = _snapshot(run_dir)
+    old_predictions = taskhead.load(run_dir).predict(["good movie", "bad film"])
+    real_write_run = training._write_run
+    seen: dict[str, object] = {}
+
+    def write_then_fail(work_dir: Path, *args: object, **kwargs: object) -> None:
+        assert work_dir != run_dir  # the new run is written beside the old one
+        seen["during"] = taskhead.load(run_dir).predict(["good movie", "bad film"])
+        real_write_run(work_dir, *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "_write_run", write_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})
+    assert seen["during"] == old_predictions
+    assert _snapshot(run_dir) == old  # a failed overwrite leaves the old run as it was
+    assert _siblings(run_dir) == []  # and nothing half-written beside it
+    monkeypatch.setattr(training, "_write_run", real_write_run)
+
+    taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})
+    meta = json.loads((run_dir / "taskhead.json").read_text())
+    assert meta["config"]["train"]["seed"] == 7 and meta["run_dir"] == str(run_dir)
+    assert (
+        meta["best_checkpoint"].startswith(str(run_dir / "checkpoints"))
+        and Path(meta["best_checkpoint"]).is_dir()
+    )
+    assert str(run_dir) in (run_dir / "README.md").read_text()
+    assert _siblings(run_dir) == []
+
+
+KILL_LOOP = """
+import sys
+from pathlib import Path
+from taskhead import rundir
+if sys.argv[2] == "fallback":
+    rundir._exchange = lambda a, b: False
+target, i = Path(sys.argv[1]), 0
+while True:
+    i += 1
+    def fill(d, i=i):
+        for k in range(30):
+            (d / f"part{k}").write_text(str(i) * 2000)
+        (d / "complete").write_text(str(i))
+    rundir.replace_dir(target, fill)
+"""
+
+
+@pytest.mark.parametrize("swap", ["exchange", "fallback"])
+def test_replace_dir_killed_at_random_instants_leaves_the_old_or_the_new_folder(
+    tmp_path: Path, swap: str
+) -> None:
+    """kill -9 at 12 random instants of a loop that replaces a folder: the path always holds one complete
+    version (after the reader's ``recover``), and the next writer removes every leftover."""
+    target = tmp_path / "index"
+    target.mkdir()
+    for k in range(30):
+        (target / f"part{k}").write_text("0" * 2000)
+    (target / "complete").write_text("0")
+    rng = random.Random(15)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_LOOP, str(target), swap], env=env)
+        time.sleep(0.6 + rng.random() * 0.4)  # past the interpreter's start, inside the loop
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        rundir.recover(target)  # what every reader does first
+        version = (target / "complete").read_text()
+        assert {(target / f"part{k}").read_text() for k in range(30)} == {version * 2000}
+        rundir.clean_leftovers(target)
+        assert _siblings(target) == []
+
+
+def test_fallback_swap_killed_between_its_renames_is_put_back_by_the_next_reader(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    new = tmp_path / ".run.taskhead-new-999999999"  # complete, about to be moved in; its process is gone
+    old = tmp_path / ".run.taskhead-old-999999999"
+    for folder, label in ((new, "new"), (old, "old")):
+        folder.mkdir()
+        (folder / "taskhead.json").write_text(json.dumps({"format_version": 1, "label": label}))
+    assert rundir.read_meta(run_dir)["label"] == "new"
+    assert (tmp_path / ".run.taskhead-old-999999999").is_dir()  # readers report, writers remove
+    assert [p.name for p in rundir.clean_leftovers(run_dir)] == [".run.taskhead-old-999999999"]
+    assert _siblings(run_dir) == []
+
+
+def test_a_live_writers_staging_folder_is_never_removed(tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    staging = rundir.Staging(target)  # this process holds its lock
+    (staging.path / "weights").write_text("being written")
+    assert rundir.clean_leftovers(target) == []
+    assert (staging.path / "weights").is_file()
+    staging.discard()
+    assert _siblings(target) == []
+
+
+def _cli_killed_when(args: list[str], base: Path, appears: str, delay: float) -> None:
+    """Run the CLI; kill -9 it ``delay`` seconds after a path matching the glob ``appears`` is in ``base``."""
+    proc = subprocess.Popen(
+        [str(BIN / "taskhead"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(base.glob(appears)):
+            time.sleep(delay)
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_train_and_index_overwrite_killed_at_random_points(
+    tiny_backbone: Path, tiny_sentence_model: Path, sentiment_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """`taskhead train --overwrite` and `taskhead index build --overwrite` killed while the new result is
+    trained or written (a random instant after the staging folder appears, and right as its model lands): the
+    path holds the old or the new result, loadable, and the next writer removes the leftovers."""
+    from taskhead.retrieval.index import Index
+
+    rng = random.Random(42)
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(tiny_backbone, sentiment_data, run_dir)
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "train": {**cfg["train"], "seed": 7}}))
+    taskhead.train(cfg, quiet=True)  # the old run: seed 42
+    overwrite = ["train", str(tmp_path / "config.json"), "--overwrite", "--quiet"]
+    for appears, delay in ((".run.taskhead-tmp-*", rng.random()), (".run.taskhead-tmp-*/model/*", 0.0)):
+        _cli_killed_when(overwrite, tmp_path, appears, delay)
+        seed = json.loads((run_dir / "taskhead.json").read_text())["config"]["train"]["seed"]
+        assert seed in (42, 7)  # the old run or the new one, complete:
+        assert len(taskhead.load(run_dir).predict(["good movie"])) == 1
+    taskhead.train(cfg, quiet=True, overwrite=True)  # the next writer removes what the kills left
+    assert _siblings(run_dir) == []
+
+    docs = [{"id": str(i), "text": f"doc {i} good movie"} for i in range(300)]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", docs)
+    out = tmp_path / "index"
+    Index.build(tiny_sentence_model, docs[:10]).save(out)
+    build = [
+        "index",
+        "build",
+        str(tiny_sentence_model),
+        str(corpus),
+        "--out",
+        str(out),
+        "--quiet",
+        "--overwrite",
+    ]
+    _cli_killed_when(build, tmp_path, ".index.taskhead-tmp-*", rng.random() * 0.05)
+    assert len(Index.load(out)) in (10, 300)
+    Index.build(tiny_sentence_model, docs).save(out)
+    assert len(Index.load(out)) == 300 and _siblings(out) == []
+
+
+def test_export_killed_while_writing_leaves_the_old_export(tiny_runs: object, tmp_path: Path) -> None:
+    from taskhead.export import export_onnx, load_onnx_model
+
+    run = tiny_runs["classification"]  # type: ignore[index]
+    out = tmp_path / "onnx"
+    export_onnx(run, out=out)
+    command = ["export", str(run), "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    _cli_killed_when(command, tmp_path, ".onnx.taskhead-tmp-*/model.onnx", random.Random(3).random() * 0.5)
+    assert json.loads((out / "export.json").read_text())["variants"].keys() in ({"fp32"}, {"fp32", "int8"})
+    load_onnx_model(run, onnx_dir=out)
+    export_onnx(run, out=out)
+    assert _siblings(out) == []
+
+
+# ------------------------------------------------------------------------------------------------------ umask
+
+
+def test_outputs_respect_the_umask(tmp_path: Path) -> None:
+    before = os.umask(0o027)
+    try:
+        rundir.atomic_write_text(tmp_path / "predictions.jsonl", "{}\n")
+        rundir.replace_dir(tmp_path / "index", lambda d: (d / "vectors.npy").write_bytes(b"x"))
+        staging = rundir.Staging(tmp_path / "run")
+        staging.commit()
+    finally:
+        os.umask(before)
+    assert (tmp_path / "predictions.jsonl").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "index").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o750
+    (tmp_path / "predictions.jsonl").chmod(0o604)  # a mode the user chose survives a rewrite
+    rundir.atomic_write_text(tmp_path / "predictions.jsonl", "[]\n")
+    assert (tmp_path / "predictions.jsonl").stat().st_mode & 0o777 == 0o604
+
+
+def test_a_trained_run_is_readable_by_the_group_under_umask_022(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path
+) -> None:
+    before = os.umask(0o022)
+    try:
+        taskhead.train(tiny_config(tiny_backbone, sentiment_data, tmp_path / "run"), quiet=True)
+    finally:
+        os.umask(before)
+    for path in [tmp_path / "run", *(tmp_path / "run").rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o044 == 0o044, f"{path}: {oct(mode)}"
