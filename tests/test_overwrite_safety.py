@@ -87,6 +87,16 @@ def test_a_finished_run_with_a_file_of_the_user_is_not_replaced(
     taskhead.load(tmp_path / "run")  # still the complete old run
 
 
+def test_a_run_folder_left_with_an_empty_checkpoints_folder_may_be_replaced(tmp_path: Path) -> None:
+    """A first checkpoint that failed leaves ``checkpoints/`` empty: taskhead's own, replaceable; the same
+    folder beside a file of the user's is not."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    rundir.check_replaceable(tmp_path / "run", rundir.RUN, "output_dir")
+    (tmp_path / "run" / "config.yaml").write_text("mine")
+    with pytest.raises(RunDirError, match=r"it holds config\.yaml, which"):
+        rundir.check_replaceable(tmp_path / "run", rundir.RUN, "output_dir")
+
+
 def test_index_and_export_refuse_a_folder_they_did_not_write(
     tiny_sentence_model: Path, tiny_runs: object, tmp_path: Path
 ) -> None:

@@ -366,7 +366,9 @@ def foreign_entries(folder: Path, kind: Kind) -> list[str] | None:
     own = [e for e in entries if TEMP.match(e.name) or LEGACY_TEMP.match(e.name)]
     other = [e for e in entries if e not in own]
     if not any(any(folder.glob(m)) for m in kind.markers):
-        return [e.name for e in other] or None
+        # no marker: only empty folders of taskhead's names (a first checkpoint that failed) are its own;
+        # a config.yaml or README.md there may be the user's
+        return [e.name for e in other if not (e.name in kind.names and _is_empty_dir(e))] or None
     foreign = [e.name for e in other if not any(fnmatch.fnmatchcase(e.name, n) for n in kind.names)]
     return foreign or None
 
