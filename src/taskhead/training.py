@@ -377,6 +377,8 @@ def train(
         packing=packing,
     )
     route_logs_to_stderr(trainer, quiet=quiet)
+    resume_command = f"taskhead train {config if isinstance(config, str | Path) else 'CONFIG'} --resume"
+    trainer.resume_command = resume_command  # what a full disk during a checkpoint save suggests
     batching = "packed" if packing else "length-grouped" if trainer.group_by_length else "random"
     info(
         f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
@@ -392,6 +394,8 @@ def train(
             "batching": batching,
         }
     }
+    if resume_from is not None:
+        _note_resume(metrics["train"], resume_from, trainer.state.global_step)
     if budget is not None and budget.stopped_early:
         metrics["train"]["stopped_by_max_minutes"] = True
         warn(
@@ -406,7 +410,9 @@ def train(
     info(weights_text(weights))
     metrics.update(_score_splits(trainer, task, splits, features))
     metrics["history"] = trainer.state.log_history
-    with no_hf_progress_bars():
+    from taskhead.checkpoints import disk_usage, disk_usage_text, explained_save_errors
+
+    with no_hf_progress_bars(), explained_save_errors(run_dir, resume=resume_command):
         _write_run(
             run_dir,
             cfg,
@@ -424,6 +430,9 @@ def train(
                 "world_size": trainer.args.world_size,
             },
         )
+        metrics["train"]["disk"] = disk_usage(run_dir)  # known once model/ is written
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    info(disk_usage_text(metrics["train"]["disk"]))
     from taskhead.evaluation import metrics_table
 
     tuned = "tuned_on_eval" in metrics
@@ -434,6 +443,15 @@ def train(
     if tuned:
         info(tuned_text(metrics))
     return Run(run_dir, cfg, metrics, model=trainer.model, tokenizer=tokenizer, task=task)
+
+
+def _note_resume(train: dict[str, Any], checkpoint: Path, step: int) -> None:
+    """Record the checkpoint a run resumed from; a resume with no step left to run (the last checkpoint of
+    a finished run) drops the Trainer's loss and speed of this call, which measured no step at all."""
+    train["resumed_from"] = checkpoint.name
+    if step == int(checkpoint.name.rpartition("-")[2]):
+        for key in ("train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second"):
+            train.pop(key, None)
 
 
 def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
