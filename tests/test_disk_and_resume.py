@@ -117,22 +117,27 @@ def test_full_disk_during_a_checkpoint_removes_it_and_says_how_to_resume(
     assert usage["checkpoints_bytes"] > 2 * usage["model_bytes"]  # weights + optimizer state, twice
 
 
-def test_unwritable_checkpoint_folder_names_the_folder(
-    tiny_backbone: Path, sentiment_data: dict, tmp_path: Path, monkeypatch: Any
+def test_unwritable_checkpoint_folder_is_one_cli_line_naming_the_folder(
+    tiny_backbone: Path, sentiment_data: dict, tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
+    from taskhead.cli import main
+
     config = tiny_config(tiny_backbone, sentiment_data, tmp_path / "run", train=STEPS)
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
     denied = PermissionError(errno.EACCES, "Permission denied")
     monkeypatch.setattr(torch, "save", fail_on("checkpoint-3/rng_state", denied))
     folder = tmp_path / "run" / "checkpoints"
-    with pytest.raises(SaveError) as raised:
-        taskhead.train(str(path), quiet=True)
-    assert str(raised.value) == (
-        f"{folder / 'checkpoint-3'}: permission denied while saving a checkpoint; removed the partial write; "
-        f"make {folder} writable (or choose another output_dir), then train again"  # nothing to resume yet
-    )
+    assert main(["train", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [x for x in err.splitlines() if x.startswith("error:")] == [
+        f"error: {folder / 'checkpoint-3'}: permission denied while saving a checkpoint; removed the partial "
+        f"write; make {folder} writable (or choose another output_dir), then train again with taskhead train "
+        f"{path} --overwrite"  # no checkpoint to resume from yet
+    ]
     assert list(folder.iterdir()) == []
+    monkeypatch.undo()
+    assert taskhead.train(str(path), overwrite=True, quiet=True).metrics["train"]["steps"] == 6  # as advised
 
 
 def test_full_disk_while_writing_the_run_directory_removes_the_partial_model(

@@ -145,7 +145,7 @@ def remove_partial(path: Path) -> bool:
 
 
 def save_error(
-    path: Path, cause: tuple[str, int | None], *, what: str, removed: bool, checkpoints: Path, resume: str
+    path: Path, cause: tuple[str, int | None], *, what: str, removed: bool, checkpoints: Path, command: str
 ) -> str:
     """The one-line message for a save that failed: the path, the cause, what was cleaned up, what to do.
 
@@ -154,14 +154,17 @@ def save_error(
         cause: ``write_failure``'s answer.
         what: ``"a checkpoint"`` or ``"the run directory"``.
         removed: whether the partial write was removed.
-        checkpoints: the run's ``checkpoints/`` folder (its size is part of the advice on space).
-        resume: the command that continues the run, e.g. ``taskhead train run.yaml --resume``; empty
-            where there is no checkpoint to resume from.
+        checkpoints: the run's ``checkpoints/`` folder (its size is part of the advice on space; where it
+            holds a complete checkpoint the next step is ``--resume``, else ``--overwrite``).
+        command: the command that trained the run, e.g. ``taskhead train run.yaml``.
     """
     text, code = cause
     folder = path.parent if what == "a checkpoint" else path
     done = "removed the partial write" if removed else f"could not remove the partial write at {path}"
-    then = f"then resume with {resume}" if resume else "then train again"
+    if newest_complete(checkpoints) is not None:
+        then = f"then resume with {command} --resume"
+    else:
+        then = f"then train again with {command} --overwrite"
     if code in SPACE:
         held = folder_bytes(checkpoints)
         room = f"free space (checkpoints/ holds {human_bytes(held)})" if held else "free space"
@@ -181,11 +184,12 @@ def newest_complete(folder: Path) -> Path | None:
 
 
 @contextmanager
-def explained_save_errors(run_dir: Path, *, resume: str) -> Iterator[None]:
+def explained_save_errors(run_dir: Path, *, command: str) -> Iterator[None]:
     """Around the writing of the run directory: a file-system failure (``write_failure``) removes the
     temporary files and folders it left in ``run_dir`` (names starting with ``.`` that were not there
-    before) and raises ``SaveError`` naming ``run_dir``, the cause and the next step (``resume``, the
-    command that continues the run, offered where a complete checkpoint is left); other errors pass."""
+    before) and raises ``SaveError`` naming ``run_dir``, the cause and the next step (``command``, the
+    command that trained the run, with ``--resume`` where a complete checkpoint is left); other errors
+    pass."""
     from taskhead.errors import SaveError
 
     before = set(os.listdir(run_dir)) if run_dir.is_dir() else set()
@@ -198,9 +202,8 @@ def explained_save_errors(run_dir: Path, *, resume: str) -> Iterator[None]:
         left = [run_dir / n for n in os.listdir(run_dir) if n.startswith(".") and n not in before]
         removed = all([remove_partial(p) for p in left])
         folder = run_dir / "checkpoints"
-        resume = resume if newest_complete(folder) is not None else ""
         message = save_error(
-            run_dir, cause, what="the run directory", removed=removed, checkpoints=folder, resume=resume
+            run_dir, cause, what="the run directory", removed=removed, checkpoints=folder, command=command
         )
         raise SaveError(message) from exc
 

@@ -130,8 +130,8 @@ class TaskheadTrainer(Trainer):
         self.precision = precision
         self.packing = packing  # random batches computed on packed rows (taskhead.packing)
         self.group_by_length = group_by_length and not packing
-        # what a failed checkpoint save tells the user to run once the disk is fixed
-        self.resume_command = "taskhead train CONFIG --resume"
+        # the command a failed checkpoint save tells the user to run again (with --resume) once fixed
+        self.train_command = "taskhead train CONFIG"
         shifts = getattr(task, "loss_shifts_labels", None)
         if shifts is not None and self.compute_loss_func is not None:
             # The Trainer counts num_items_in_batch (the accumulated batch's targets) over labels[..., 1:]
@@ -161,9 +161,13 @@ class TaskheadTrainer(Trainer):
             if cause is None:
                 raise
             removed = ck.remove_partial(partial)
-            resume = self.resume_command if ck.newest_complete(folder) is not None else ""
             message = ck.save_error(
-                partial, cause, what="a checkpoint", removed=removed, checkpoints=folder, resume=resume
+                partial,
+                cause,
+                what="a checkpoint",
+                removed=removed,
+                checkpoints=folder,
+                command=self.train_command,
             )
             raise SaveError(message) from exc
 

@@ -377,8 +377,8 @@ def train(
         packing=packing,
     )
     route_logs_to_stderr(trainer, quiet=quiet)
-    resume_command = f"taskhead train {config if isinstance(config, str | Path) else 'CONFIG'} --resume"
-    trainer.resume_command = resume_command  # what a full disk during a checkpoint save suggests
+    command = f"taskhead train {config if isinstance(config, str | Path) else 'CONFIG'}"
+    trainer.train_command = command  # what a full disk during a checkpoint save suggests running again
     batching = "packed" if packing else "length-grouped" if trainer.group_by_length else "random"
     info(
         f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
@@ -412,7 +412,7 @@ def train(
     metrics["history"] = trainer.state.log_history
     from taskhead.checkpoints import disk_usage, disk_usage_text, explained_save_errors
 
-    with no_hf_progress_bars(), explained_save_errors(run_dir, resume=resume_command):
+    with no_hf_progress_bars(), explained_save_errors(run_dir, command=command):
         _write_run(
             run_dir,
             cfg,
