@@ -127,12 +127,12 @@ def folder_bytes(folder: Path) -> int:
 
 def human_bytes(size: int) -> str:
     """``1234567`` -> ``"1.2 MB"`` (decimal units, as disks are sold and ``df -H`` shows)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    value, unit = float(size), "B"
+    for larger in ("kB", "MB", "GB", "TB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, larger
+    return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
 
 
 def remove_partial(path: Path) -> bool:
