@@ -18,7 +18,7 @@ from conftest import BIN, run_cli, tiny_config, write_jsonl
 
 import taskhead
 from taskhead import rundir, training
-from taskhead.errors import ExportError, RetrievalError, RunDirError
+from taskhead.errors import ExportError, RetrievalError, RunDirError, SaveError
 
 SRC = Path(taskhead.__file__).resolve().parents[1]
 
@@ -144,7 +144,9 @@ def test_overwrite_keeps_the_old_run_loadable_until_the_new_one_is_complete(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(training, "_write_run", write_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        SaveError, match=r"no space left on device while writing the new run .* old run is unchanged"
+    ):
         taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})
     assert seen["during"] == old_predictions
     assert _snapshot(run_dir) == old  # a failed overwrite leaves the old run as it was

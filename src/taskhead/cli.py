@@ -56,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a finished run on a labelled data file")
     e.add_argument("run_dir")
     e.add_argument("data", help="labelled data file in the training data's layout")
-    e.add_argument("--output", help="metrics JSON path (default: RUN_DIR/evaluate-<data name>.json)")
+    e.add_argument(
+        "--output",
+        help="metrics JSON path (default: RUN_DIR/evaluate-<data name>.json; with --backend onnx "
+        "RUN_DIR/evaluate-<data name>.onnx-<variant>.json, so the PyTorch result is kept)",
+    )
     _inference_options(e)
 
     r = sub.add_parser("predict", help="predict for a file (JSON Lines, CSV/TSV, text) or - for stdin")
@@ -184,10 +188,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     metrics = predictor.evaluate(args.data)
     print_table(metrics_table(metrics, f"{args.data}"), stdout=True)
-    out = Path(args.output) if args.output else Path(args.run_dir) / f"evaluate-{Path(args.data).stem}.json"
-    atomic_write_json(out, {"data": str(args.data), "metrics": metrics})
+    engine = {"backend": args.backend}
+    if args.backend == "onnx":
+        engine["onnx_variant"] = args.onnx_variant
+    out = Path(args.output) if args.output else evaluation_path(Path(args.run_dir), Path(args.data), args)
+    atomic_write_json(out, {"data": str(args.data), **engine, "metrics": metrics})
     print(f"metrics written to {out}")
     return 0
+
+
+def evaluation_path(run_dir: Path, data: Path, args: argparse.Namespace) -> Path:
+    """``taskhead evaluate``'s default result file: ``RUN/evaluate-<data stem>.json`` for PyTorch and
+    ``RUN/evaluate-<data stem>.onnx-<variant>.json`` for ONNX Runtime, so neither overwrites the other."""
+    engine = "" if args.backend == "torch" else f".{args.backend}-{args.onnx_variant}"
+    return run_dir / f"evaluate-{data.stem}{engine}.json"
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

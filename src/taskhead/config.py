@@ -189,7 +189,14 @@ class TrainConfig(_Section):
     eval_steps: int | None = Field(None, ge=1)
     save_strategy: Literal["epoch", "steps", "no"] = "epoch"
     save_steps: int | None = Field(None, ge=1)
-    save_total_limit: int | None = Field(2, ge=1)
+    save_total_limit: int | None = Field(
+        2,
+        ge=1,
+        description="Checkpoints kept in checkpoints/ (null: all). After each save the oldest are deleted, "
+        "but the newest (what --resume needs) and the best one (when evaluation picks model/) are always "
+        "kept (1 keeps best + last while training, and only the best once training ends). A checkpoint "
+        "holds the weights and the optimizer state, about 3x the size of model/.",
+    )
     early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without improvement.")
     metric: str | None = Field(
         None,

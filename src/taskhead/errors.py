@@ -62,3 +62,9 @@ class RetrievalError(TaskheadError):
 
 class IndexMismatchError(RetrievalError):
     """A model whose embeddings do not fit an index: another dimension or another normalization."""
+
+
+class SaveError(TaskheadError, OSError):
+    """A checkpoint or run directory that could not be written (full disk, quota, permissions, read-only
+    file system); the partial write has been removed and the message says what to do next. Also an
+    ``OSError``, which is what it is underneath."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,8 +17,6 @@ from taskhead.evaluation import scalar_metrics
 from taskhead.inference import add_loss, forward_outputs
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from taskhead.config import RunConfig
     from taskhead.tasks.base import Example, Features, Task
 
@@ -131,11 +130,46 @@ class TaskheadTrainer(Trainer):
         self.precision = precision
         self.packing = packing  # random batches computed on packed rows (taskhead.packing)
         self.group_by_length = group_by_length and not packing
+        # the command a failed checkpoint save tells the user to run again (with --resume) once fixed
+        self.train_command = "taskhead train CONFIG"
         shifts = getattr(task, "loss_shifts_labels", None)
         if shifts is not None and self.compute_loss_func is not None:
             # The Trainer counts num_items_in_batch (the accumulated batch's targets) over labels[..., 1:]
             # only for models it recognises as causal LMs; the task's loss says whether it shifts labels.
             self._loss_shifts_labels = bool(shifts)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        # Resumed from the last checkpoint of a finished run whose max_steps ends mid-epoch: the Trainer
+        # would run one optimizer step before it checks max_steps (and save it as checkpoint-N+1).
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's checkpoint save; a file-system failure (full disk, quota, permissions) removes the
+        partial checkpoint and raises ``SaveError`` with one line saying what to do next."""
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as exc:
+            from taskhead import checkpoints as ck
+            from taskhead.errors import SaveError
+
+            folder = Path(self._get_output_dir(trial=trial))
+            partial = folder / f"checkpoint-{self.state.global_step}"
+            cause = ck.write_failure(exc, partial)
+            if cause is None:
+                raise
+            removed = ck.remove_partial(partial)
+            message = ck.save_error(
+                partial,
+                cause,
+                what="a checkpoint",
+                removed=removed,
+                checkpoints=folder,
+                command=self.train_command,
+            )
+            raise SaveError(message) from exc
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         if not self.group_by_length or self.train_features is None:

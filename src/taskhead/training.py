@@ -329,17 +329,28 @@ def train(
         warn(w)
     run_dir = Path(cfg.output_dir)
     resume_from, staging = _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
+    command = f"taskhead train {config if isinstance(config, str | Path) else 'CONFIG'}"
     if staging is None:
-        return _train(cfg, task, splits, run_dir, run_dir, resume_from, quiet)
+        return _train(cfg, task, splits, run_dir, run_dir, resume_from, quiet, command)
     from taskhead.console import process_rank
+    from taskhead.errors import SaveError
 
     try:
-        run = _train(cfg, task, splits, run_dir, staging.path, resume_from, quiet)
-    except BaseException:
+        run = _train(cfg, task, splits, run_dir, staging.path, resume_from, quiet, command)
+    except BaseException as exc:
         if process_rank() == 0:
             staging.discard()  # the old run stays as it was
         else:
             staging.release()
+        if isinstance(exc, SaveError):  # its advice (resume the staging folder) no longer applies
+            from taskhead.checkpoints import write_failure
+
+            cause = write_failure(exc.__cause__ or exc, staging.path) or ("the file system refused", None)
+            raise SaveError(
+                f"{run_dir}: {cause[0]} while writing the new run beside it; removed the partial new run, "
+                f"the old run is unchanged; free space (or make {run_dir.parent} writable), then run "
+                f"{command} --overwrite again"
+            ) from exc
         raise
     if process_rank() == 0:
         staging.commit()
@@ -356,6 +367,7 @@ def _train(
     work_dir: Path,
     resume_from: Path | None,
     quiet: bool,
+    command: str,
 ) -> Run:
     """Train and write the run in ``work_dir``: ``run_dir`` itself, or the staging folder of an --overwrite
     (its files name ``run_dir``, where they end up)."""
@@ -443,6 +455,7 @@ def _train(
         packing=packing,
     )
     route_logs_to_stderr(trainer, quiet=quiet)
+    trainer.train_command = command  # what a full disk during a checkpoint save suggests running again
     batching = "packed" if packing else "length-grouped" if trainer.group_by_length else "random"
     info(
         f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
@@ -458,6 +471,8 @@ def _train(
             "batching": batching,
         }
     }
+    if resume_from is not None:
+        _note_resume(metrics["train"], resume_from, trainer.state.global_step)
     if budget is not None and budget.stopped_early:
         metrics["train"]["stopped_by_max_minutes"] = True
         warn(
@@ -472,7 +487,9 @@ def _train(
     info(weights_text(weights))
     metrics.update(_score_splits(trainer, task, splits, features))
     metrics["history"] = trainer.state.log_history
-    with no_hf_progress_bars():
+    from taskhead.checkpoints import disk_usage, disk_usage_text, explained_save_errors
+
+    with no_hf_progress_bars(), explained_save_errors(work_dir, command=command):
         _write_run(
             work_dir,
             cfg,
@@ -491,6 +508,9 @@ def _train(
             },
             final_dir=run_dir,
         )
+        metrics["train"]["disk"] = disk_usage(work_dir)  # known once model/ is written
+        atomic_write_json(work_dir / "metrics.json", metrics)
+    info(disk_usage_text(metrics["train"]["disk"]))
     from taskhead.evaluation import metrics_table
 
     tuned = "tuned_on_eval" in metrics
@@ -511,6 +531,15 @@ def _moved(path: str | None, work_dir: Path, run_dir: Path) -> str | None:
         return str(run_dir / Path(path).relative_to(work_dir))
     except ValueError:
         return path
+
+
+def _note_resume(train: dict[str, Any], checkpoint: Path, step: int) -> None:
+    """Record the checkpoint a run resumed from; a resume with no step left to run (the last checkpoint of
+    a finished run) drops the Trainer's loss and speed of this call, which measured no step at all."""
+    train["resumed_from"] = checkpoint.name
+    if step == int(checkpoint.name.rpartition("-")[2]):
+        for key in ("train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second"):
+            train.pop(key, None)
 
 
 def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[str, Any]]:
