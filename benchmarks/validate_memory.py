@@ -158,7 +158,8 @@ def main() -> None:
     r = measure(args.mb, python_api=args.python, seed=args.seed)
     mib = 1024 * 1024
     how = "taskhead.validate(CONFIG)" if args.python else "taskhead validate CONFIG"
-    print(f"{how}: {r['file_bytes'] / 1e6:.1f} MB CSV, {r['rows']:,} rows, validated in {r['validate_s']:.1f} s")
+    size = r["file_bytes"] / 1e6
+    print(f"{how}: {size:.1f} MB CSV, {r['rows']:,} rows, validated in {r['validate_s']:.1f} s")
     print(f"  baseline peak RSS (2-row file): {r['baseline_rss'] / mib:8.1f} MiB")
     print(f"  peak RSS:                       {r['peak_rss'] / mib:8.1f} MiB")
     print(f"  peak / file size:               {r['total_ratio']:8.2f}x")
