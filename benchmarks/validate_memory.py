@@ -1,7 +1,7 @@
 """Peak memory of ``taskhead validate`` on a large classification CSV, against the file's size.
 
 Writes (in a temporary directory, removed afterwards) a CSV of about ``--mb`` megabytes of realistic rows:
-a text column of varied length (a few words to a few hundred, log-normally distributed, median about 100
+a text column of varied length (a few words to a few hundred, log-normally distributed, median about 95
 characters) holding commas, doubled quotes inside quoted fields and a few non-ASCII words, and a label
 column (one of four topics). It then runs ``taskhead validate CONFIG`` in a subprocess, twice:
 
@@ -51,7 +51,7 @@ WRAPPER = (
 
 
 def sentence(rng: random.Random) -> str:
-    """One text: log-normal length in words (median ~16 words, ~100 characters), with punctuation."""
+    """One text: log-normal length in words (median ~16 words, ~95 characters), with punctuation."""
     n = max(2, min(400, int(math.exp(rng.gauss(2.8, 0.7)))))
     words = [rng.choice(WORDS) for _ in range(n)]
     for i in range(0, n, 7):  # a comma every few words, now and then a quote or an accented word
