@@ -7,6 +7,10 @@ Lines: every reader of taskhead splits a file into lines with ``split_lines`` (h
 ``\n``, ``\r\n`` and a lone ``\r``: never at U+2028, U+2029, U+0085, form feed or the other characters
 ``str.splitlines`` treats as breaks, which are valid inside a JSON Lines string or a sentence. Line numbers
 in errors are thus the line numbers editors show.
+
+Streaming: ``text_lines`` decodes a file a block at a time and ``stream_table`` gives its rows as they are
+read (``TableStream``), so a large CSV/TSV/JSON Lines file is never held whole; ``read_table`` collects the
+rows into a ``Table``. Errors are the same either way.
 """
 
 from __future__ import annotations
