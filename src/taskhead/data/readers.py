@@ -7,18 +7,22 @@ Lines: every reader of taskhead splits a file into lines with ``split_lines`` (h
 ``\n``, ``\r\n`` and a lone ``\r``: never at U+2028, U+2029, U+0085, form feed or the other characters
 ``str.splitlines`` treats as breaks, which are valid inside a JSON Lines string or a sentence. Line numbers
 in errors are thus the line numbers editors show.
+
+Streaming: ``text_lines`` decodes a file a block at a time and ``stream_table`` gives its rows as they are
+read (``TableStream``), so a large CSV/TSV/JSON Lines file is never held whole; ``read_table`` collects the
+rows into a ``Table``. Errors are the same either way.
 """
 
 from __future__ import annotations
 
-import csv
 import io
+import itertools
 import json
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,12 +59,55 @@ class Table:
     columns: list[str]
     rows: list[Row] = field(default_factory=list)
 
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
     def loc(self, row: Row) -> str:
         """``file:LINE`` or ``file (record N)``."""
         return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+class TableStream:
+    """The rows of a data file as they are read, once: iterating reads the file (the whole file is never
+    held as one text, except a JSON array, which is one value). ``columns`` grows as rows are read (JSON
+    Lines: the union of the keys so far); ``count`` is the number of rows given so far.
+
+    Iterating raises DataError where the file cannot be read or decoded (when that point is reached) and,
+    after the last row, for the malformed lines or records it met (the rows between are still given).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        self._columns: dict[str, None] = {}
+        self._rows: Iterator[Row] | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._columns)
+
+    @property
+    def empty(self) -> bool:
+        return self.count == 0
+
+    def add_columns(self, names: Iterable[str]) -> None:
+        self._columns.update(dict.fromkeys(names))
+
+    def loc(self, row: Row) -> str:
+        """``file:LINE`` or ``file (record N)``."""
+        return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
+
+    def __iter__(self) -> Iterator[Row]:
+        rows, self._rows = self._rows, None
+        if rows is None:
+            raise RuntimeError(f"{self.path}: a TableStream is read once")
+        for row in rows:
+            self.count += 1
+            yield row
+
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # json.loads raises RecursionError past the interpreter's recursion limit (about 1,000 levels): the bound
 TOO_DEEP = "JSON nested too deeply (arrays/objects within each other beyond about 1,000 levels)"
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
@@ -73,7 +120,7 @@ def split_lines(text: str) -> list[str]:
     A final line break ends the last line rather than starting an empty one, so ``split_lines(text)[i]``
     is line ``i + 1`` of the file as editors number it.
     """
-    lines = _LINE_BREAK.split(text)
+    lines = LINE_BREAK.split(text)
     if lines[-1] == "":
         lines.pop()
     return lines
@@ -98,10 +145,14 @@ def detect_format(path: Path | str, fmt: str = "auto") -> str:
     )
 
 
+def _codec(encoding: str) -> str:
+    """The codec that reads ``encoding``: UTF-8 skips a byte-order mark."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
 def _decode(path: str, raw: bytes, encoding: str) -> str:
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        return raw.decode(codec)
+        return raw.decode(_codec(encoding))
     except UnicodeDecodeError as exc:
         breaks = list(_LINE_BREAK_BYTES.finditer(raw, 0, exc.start))
         line = len(breaks) + 1
@@ -232,10 +283,59 @@ def read_text_source(path: str | Path, encoding: str = "utf-8") -> str:
     return _decode(str(path), read_data_bytes(path), encoding)
 
 
+def text_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The lines of a text file (``-``: standard input), each with its line break, as they are read: split
+    where ``split_lines`` splits (``\\n``, ``\\r\\n``, a lone ``\\r``) and decoded from ``encoding``
+    a block at a time, so a file is never held whole (standard input is, as ``read_text_source`` keeps it).
+
+    Raises:
+        DataError: as ``read_text_source`` (the same messages), each when reading reaches it.
+    """
+    if str(path) == "-":
+        yield from _lines_with_breaks(read_text_source(path, encoding))
+        return
+    with open_data_file(path) as fh:
+        try:
+            check_not_compressed(path, fh.peek(8)[:8])
+            try:
+                # newline="": lines end at \n, \r\n or a lone \r, kept as they are (never at U+2028 etc.)
+                lines = io.TextIOWrapper(fh, encoding=_codec(encoding), newline="")
+            except LookupError:
+                raise DataError([f"{path}: data.encoding: unknown encoding {encoding!r}"]) from None
+            yield from lines
+        except UnicodeDecodeError:
+            # located as read_text_source locates it (line and column of the first bad byte): only a
+            # file that does not decode is read whole
+            _decode(str(path), read_data_bytes(path), encoding)
+            raise DataError([f"{path}: not valid {encoding} (it changed while read)"]) from None
+        except OSError as exc:
+            raise DataError(
+                [f"{path}: cannot read: {(exc.strerror or type(exc).__name__).lower()}"]
+            ) from None
+
+
+def _lines_with_breaks(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their line breaks, split at ``\\n``, ``\\r\\n`` and a lone ``\\r``
+    only (what ``io.StringIO(text, newline="")`` gives, without copying the text)."""
+    start = 0
+    for match in LINE_BREAK.finditer(text):
+        yield text[start : match.end()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
+
+
 def read_data_table(path: str | Path, data: DataConfig, *, text_column: str, fmt: str | None = None) -> Table:
     """``read_table`` with the reading settings of a config's ``data`` section (format, header, encoding,
     quoting, error cap); ``fmt`` overrides ``data.format``."""
-    return read_table(
+    return _materialize(stream_data_table(path, data, text_column=text_column, fmt=fmt))
+
+
+def stream_data_table(
+    path: str | Path, data: DataConfig, *, text_column: str, fmt: str | None = None
+) -> TableStream:
+    """``stream_table`` with the reading settings of a config's ``data`` section (as ``read_data_table``)."""
+    return stream_table(
         path,
         data.format if fmt is None else fmt,
         header=data.header,
@@ -257,21 +357,66 @@ def read_table(
     text_column: str = "text",
 ) -> Table:
     """Read a data file into a Table. Malformed lines are all reported (up to ``max_errors``)."""
+    return _materialize(
+        stream_table(
+            path,
+            fmt,
+            header=header,
+            encoding=encoding,
+            quoting=quoting,
+            max_errors=max_errors,
+            text_column=text_column,
+        )
+    )
+
+
+def _materialize(stream: TableStream) -> Table:
+    rows = list(stream)
+    return Table(stream.path, stream.columns, rows)
+
+
+def stream_table(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    header: bool = True,
+    encoding: str = "utf-8",
+    quoting: str = "minimal",
+    max_errors: int = 20,
+    text_column: str = "text",
+) -> TableStream:
+    """The rows of a data file as they are read (see ``TableStream``), with the errors of ``read_table``.
+
+    Raises:
+        DataError: at once, a format that cannot be told from the extension; the rest while iterating.
+    """
     name = "<stdin>" if str(path) == "-" else str(path)
     if fmt == "auto" and name == "<stdin>":
         fmt = "sniff"
     fmt = detect_format(path, fmt) if fmt != "sniff" else fmt
-    if fmt == "parquet":
-        return _read_parquet(Path(path))
-    text = read_text_source(path, encoding)
     if fmt == "sniff":
-        fmt = sniff_format(text)
-    if fmt == "jsonl":
-        return _read_json(name, text, max_errors)
-    if fmt == "text":
-        rows = [Row({text_column: line}, i) for i, line in numbered_lines(text) if line.strip()]
-        return Table(name, [text_column], rows)
-    return _read_delimited(name, text, "," if fmt == "csv" else "\t", header, quoting, max_errors)
+        fmt = sniff_format(read_text_source(path, encoding))
+    table = TableStream(name)
+    if fmt == "parquet":
+        table._rows = _parquet_rows(table, Path(path))
+    elif fmt == "jsonl":
+        table._rows = _json_rows(table, text_lines(path, encoding), max_errors)
+    elif fmt == "text":
+        table._rows = _text_rows(table, text_lines(path, encoding), text_column)
+    else:
+        from taskhead.data.delimited import delimited_rows
+
+        lines = text_lines(path, encoding)
+        delimiter = "," if fmt == "csv" else "\t"
+        table._rows = delimited_rows(table, lines, delimiter, header, quoting, max_errors)
+    return table
+
+
+def _text_rows(table: TableStream, lines: Iterator[str], text_column: str) -> Iterator[Row]:
+    table.add_columns([text_column])
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            yield Row({text_column: line.rstrip("\r\n")}, i)  # one line break at most: the line's own
 
 
 def sniff_format(text: str) -> str:
@@ -324,179 +469,81 @@ def _surrogate_problem(loc: str, record: Any) -> str | None:
     )
 
 
-def _read_json(path: str, text: str, max_errors: int) -> Table:
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError([f"{path}:{exc.lineno}: malformed JSON: {exc.msg}"]) from None
-        except RecursionError:
-            raise DataError([f"{path}: {TOO_DEEP}"]) from None
-        rows = [Row(r, f"record {i}") for i, r in enumerate(records, 1)]
-        bad = [
-            f"{path} ({r.where}): expected a JSON object, found {type(r.values).__name__}"
-            for r in rows
-            if not isinstance(r.values, dict)
-        ]
-        bad += [p for r in rows if (p := _surrogate_problem(f"{path} ({r.where})", r.values))]
-        if bad:
-            raise DataError(bad[:max_errors], total=len(bad))
-    else:
-        rows, bad = [], []
-        for i, line in numbered_lines(text):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append(f"{path}:{i}: malformed JSON line: {exc.msg} (column {exc.colno})")
-                continue
-            except RecursionError:
-                bad.append(f"{path}:{i}: {TOO_DEEP}")
-                continue
-            if not isinstance(value, dict):
-                bad.append(f"{path}:{i}: expected a JSON object per line, found {type(value).__name__}")
-                continue
-            problem = _surrogate_problem(f"{path}:{i}", value)
-            if problem:
-                bad.append(problem)
-                continue
-            rows.append(Row(value, i))
-        if bad:
-            raise DataError(bad[:max_errors], total=len(bad))
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row.values))
-    return Table(path, list(columns), rows)
-
-
-def _read_delimited(
-    path: str, text: str, delimiter: str, header: bool, quoting: str, max_errors: int
-) -> Table:
-    """Rows of a CSV/TSV text. With a header, every row must have its number of fields; without one,
-    columns are named by index (``"0"``, ``"1"``, ...) and rows may have different numbers of fields (the
-    STS Benchmark files add two source columns to some lines): the columns a config addresses are checked
-    row by row where they are used ("missing")."""
-    mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
-    # lines one at a time rather than io.StringIO(text), which copies the whole text as 4-byte characters
-    consumed: list[str] = []  # the raw lines of the row being read (to re-check rows over several lines)
-    reader = csv.reader(
-        _recorded(_lines_with_breaks(text), consumed), delimiter=delimiter, quoting=mode, strict=False
-    )
-    kind = "CSV" if delimiter == "," else "TSV"
-    rows: list[Row] = []
+def _json_rows(table: TableStream, lines: Iterator[str], max_errors: int) -> Iterator[Row]:
+    """JSON Lines records as they are read, or the records of a JSON array (a file whose first non-blank
+    character is ``[``, read whole: it is one value)."""
+    numbered = enumerate(lines, 1)
+    head: list[str] = []  # the blank lines before the first value, and its line
+    for _, line in numbered:
+        head.append(line)
+        if line.strip():
+            break
+    if head and head[-1].lstrip().startswith("["):
+        text = "".join(head) + "".join(line for _, line in numbered)
+        yield from _json_array_rows(table, text, max_errors)
+        return
+    path = table.path
     bad: list[str] = []
-    columns: list[str] | None = None
-    start = 1
+    total_bad = 0
+    for i, line in itertools.chain(enumerate(head, 1), numbered):
+        if not line.strip():
+            continue
+        problem = None
+        try:
+            value = json.loads(line.rstrip("\r\n"))  # a line break would move the column of an error
+        except json.JSONDecodeError as exc:
+            problem = f"{path}:{i}: malformed JSON line: {exc.msg} (column {exc.colno})"
+        except RecursionError:
+            problem = f"{path}:{i}: {TOO_DEEP}"
+        else:
+            if not isinstance(value, dict):
+                problem = f"{path}:{i}: expected a JSON object per line, found {type(value).__name__}"
+            else:
+                problem = _surrogate_problem(f"{path}:{i}", value)
+        if problem is not None:
+            total_bad += 1
+            if len(bad) < max_errors:
+                bad.append(problem)
+            continue
+        table.add_columns(value)
+        yield Row(value, i)
+    if bad:
+        raise DataError(bad, total=total_bad)
+
+
+def _json_array_rows(table: TableStream, text: str, max_errors: int) -> Iterator[Row]:
+    path = table.path
     try:
-        for fields in reader:
-            line, start = start, reader.line_num + 1
-            raw = "".join(consumed)
-            consumed.clear()
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            width = len(columns) if columns else len(fields)
-            runaway = _runaway_quote(fields, delimiter, width) or _unclosed_quote(
-                raw, delimiter, mode, fields
-            )
-            if mode == csv.QUOTE_MINIMAL and runaway:
-                bad.append(
-                    f"{path}:{line}: a quoted field runs over lines {line}-{reader.line_num}, swallowing "
-                    f"them: a stray quote (field starts {runaway!r}); "
-                    + (
-                        "TSV files such as GLUE's are unquoted: set data.quoting=none"
-                        if kind == "TSV"
-                        else "close the quote, or for an unquoted file set data.quoting=none"
-                    )
-                )
-                continue
-            if columns is None:
-                if header:
-                    columns = [c.strip() for c in fields]
-                    continue
-                columns = [str(i) for i in range(len(fields))]
-            if not header and len(fields) > len(columns):
-                columns += [str(i) for i in range(len(columns), len(fields))]
-            if header and len(fields) != len(columns):
-                bad.append(
-                    f"{path}:{line}: expected {len(columns)} fields, found {len(fields)}"
-                    + _width_hint(fields, len(columns), delimiter, quoting)
-                )
-                continue
-            rows.append(Row(dict(zip(columns, fields, strict=False)), line))
-    except csv.Error as exc:
-        bad.append(f"{path}:{start}: malformed {kind}: {exc}")
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError([f"{path}:{exc.lineno}: malformed JSON: {exc.msg}"]) from None
+    except RecursionError:
+        raise DataError([f"{path}: {TOO_DEEP}"]) from None
+    del text
+    rows = [Row(r, f"record {i}") for i, r in enumerate(records, 1)]
+    bad = [
+        f"{path} ({r.where}): expected a JSON object, found {type(r.values).__name__}"
+        for r in rows
+        if not isinstance(r.values, dict)
+    ]
+    bad += [p for r in rows if (p := _surrogate_problem(f"{path} ({r.where})", r.values))]
     if bad:
         raise DataError(bad[:max_errors], total=len(bad))
-    return Table(path, columns or [], rows)
+    for row in rows:
+        table.add_columns(row.values)
+    yield from rows
 
 
-def _lines_with_breaks(text: str) -> Iterator[str]:
-    """The lines of ``text`` with their line breaks, split at ``\n``, ``\r\n`` and a lone ``\r`` only
-    (what ``io.StringIO(text, newline="")`` gives the csv module, without copying the text)."""
-    start = 0
-    for match in _LINE_BREAK.finditer(text):
-        yield text[start : match.end()]
-        start = match.end()
-    if start < len(text):
-        yield text[start:]
-
-
-def _width_hint(fields: list[str], width: int, delimiter: str, quoting: str) -> str:
-    """The likely fix for a row whose field count differs from the header's."""
-    if delimiter == "," and any("\t" in value for value in fields):
-        return " (the line holds tabs: for tab-separated data set data.format=tsv)"
-    if len(fields) > width:
-        return (
-            f" (more fields than the {width} of the header line: if the file has no header line, set "
-            f"data.header=false, where rows may have extra columns)"
-        )
-    return " (a stray quote? try data.quoting=none)" if quoting != "none" else ""
-
-
-def _recorded(lines: Iterator[str], into: list[str]) -> Iterator[str]:
-    """``lines``, each also appended to ``into`` as the csv module takes it."""
-    for line in lines:
-        into.append(line)
-        yield line
-
-
-def _unclosed_quote(raw: str, delimiter: str, mode: int, fields: list[str]) -> str | None:
-    """The start of a quoted field of a row over several lines (``raw``) that never closes (the lenient
-    reader ran to the end of the file inside it), or, in a TSV file, any quoted field over a line break:
-    in a one-column file no delimiter count can tell a stray quote from a multi-line value, and TSV files
-    (GLUE's, spreadsheets' exports) are unquoted by convention."""
-    spanning = next((value for value in fields if _LINE_BREAK.search(value)), None)
-    if spanning is None:
-        return None
-    if delimiter == "\t":
-        return spanning[:30]
-    try:
-        list(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter, quoting=mode, strict=True))
-    except csv.Error:
-        return spanning[:30]
-    return None
-
-
-def _runaway_quote(fields: list[str], delimiter: str, width: int) -> str | None:
-    """The start of a field that a quote carried over a line holding a whole row's worth of delimiters
-    (``width - 1`` of them): a stray quote swallowing the rows that follow, not a multi-line value."""
-    for value in fields:
-        later = _LINE_BREAK.split(value)[1:]
-        if any(part.count(delimiter) >= max(1, width - 1) for part in later):
-            return value[:30]
-    return None
-
-
-def _read_parquet(path: Path) -> Table:
+def _parquet_rows(table: TableStream, path: Path) -> Iterator[Row]:
     with open_data_file(path) as fh:  # refuses FIFOs, devices and unreadable files before pyarrow opens it
         check_not_compressed(path, fh.read(8))
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        data = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DataError([f"{path}: cannot read as Parquet: {exc}"]) from None
-    records = table.to_pylist()
-    return Table(str(path), table.column_names, [Row(r, f"record {i}") for i, r in enumerate(records, 1)])
+    table.add_columns(data.column_names)
+    records = data.to_pylist()
+    del data
+    yield from (Row(r, f"record {i}") for i, r in enumerate(records, 1))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from taskhead.data.readers import Row, Table
+from taskhead.data.readers import Row, Table, TableStream
 from taskhead.errors import DataError
+
+Source = Table | TableStream  # a file read whole, or being read
 
 
 class Problems:
@@ -27,12 +29,16 @@ class Problems:
             raise DataError(self.lines, total=self.total)
 
 
-def require_column(table: Table, column: str | int | None, setting: str, problems: Problems) -> str | None:
-    """The column's name in the table, or a problem naming the existing columns and the setting to change."""
+def require_column(table: Source, column: str | int | None, setting: str, problems: Problems) -> str | None:
+    """The column's name in the table, or a problem naming the existing columns and the setting to change.
+
+    A file with no rows has every column (its emptiness is reported as such). For a ``TableStream``, call
+    this after reading it: a JSON Lines file's columns are those of all its records.
+    """
     if column is None:
         return None
     name = str(column)
-    if name in table.columns or not table.rows:
+    if name in table.columns or table.empty:
         return name
     close = difflib.get_close_matches(name, table.columns, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -43,7 +49,7 @@ def require_column(table: Table, column: str | int | None, setting: str, problem
     return None
 
 
-def text_field(table: Table, row: Row, column: str, problems: Problems) -> str | None:
+def text_field(table: Source, row: Row, column: str, problems: Problems) -> str | None:
     """A non-empty string from ``row[column]``, or a located problem."""
     value = row.values.get(column)
     where = table.loc(row)
@@ -58,7 +64,7 @@ def text_field(table: Table, row: Row, column: str, problems: Problems) -> str |
     return None
 
 
-def scalar_label(table: Table, row: Row, column: str, problems: Problems) -> str | None:
+def scalar_label(table: Source, row: Row, column: str, problems: Problems) -> str | None:
     """A single label (string or integer, returned as a string), or a located problem."""
     value: Any = row.values.get(column)
     where = table.loc(row)
@@ -71,7 +77,7 @@ def scalar_label(table: Table, row: Row, column: str, problems: Problems) -> str
     return None
 
 
-def label_list(table: Table, row: Row, column: str, delimiter: str, problems: Problems) -> list[str] | None:
+def label_list(table: Source, row: Row, column: str, delimiter: str, problems: Problems) -> list[str] | None:
     """Multi-label labels: a JSON list, or a delimiter-separated string (CSV/TSV). Empty means no label."""
     value: Any = row.values.get(column)
     where = table.loc(row)

@@ -75,7 +75,12 @@ class Task(Protocol):
         ...
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
-        """Read and validate one data file. Raises DataError listing every located problem."""
+        """Read and validate one data file. Raises DataError listing every located problem.
+
+        A list of dicts, or a read-only sequence of read-only mappings equal to them
+        (``data.examples.ColumnExamples``: classification keeps a large file's examples compact). Callers
+        only iterate, index and take ``len``; annotated ``list`` until the callers' annotations follow.
+        """
         ...
 
     def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:

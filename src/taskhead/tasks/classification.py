@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskhead.data.readers import read_data_table
+from taskhead.data.examples import ColumnExamples, values
+from taskhead.data.readers import stream_data_table
 from taskhead.data.validation import Problems, label_list, require_column, scalar_label, text_field
 from taskhead.errors import DataError
 from taskhead.tasks.base import Example, Features, SplitSummary, directions
@@ -97,24 +99,34 @@ class ClassificationTask:
             return data.columns.labels if data.columns.labels is not None else "labels"
         return data.columns.label
 
-    def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
+    def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> ColumnExamples:
+        """Read and validate one data file as it is read (the file is never held whole); the examples are
+        kept column by column (``ColumnExamples``: read-only mappings).
+
+        Problems come in this order, each kind only when the ones before it found none: the file's own
+        (unreadable, malformed lines), missing columns, an empty file, then the fields of every row.
+        """
         cols = data.columns
-        table = read_data_table(path, data, text_column=str(cols.text))
-        problems = Problems(data.max_errors)
-        text_col = require_column(table, cols.text, "data.columns.text", problems)
-        pair_col = require_column(table, cols.text_pair, "data.columns.text_pair", problems)
+        table = stream_data_table(path, data, text_column=str(cols.text))
         setting = "data.columns.labels" if self.options.multi_label else "data.columns.label"
-        label_col = require_column(table, self._label_column(data), setting, problems) if labelled else None
-        id_col = str(cols.id) if cols.id is not None and str(cols.id) in table.columns else None
-        problems.raise_if_any()
-        if not table.rows:
-            raise DataError([f"{table.path}: no records; expected at least one"])
-        examples: list[Example] = []
-        for row in table.rows:
-            ex: Example = {"_where": table.loc(row)}
-            if id_col is not None and row.values.get(id_col) is not None:
-                ex["id"] = row.values[id_col]
-            ex["text"] = text_field(table, row, str(text_col), problems)
+        label_column = self._label_column(data) if labelled else None
+        wanted = [(cols.text, "data.columns.text"), (cols.text_pair, "data.columns.text_pair")]
+        wanted.append((label_column, setting))
+        text_col = str(cols.text)
+        pair_col = None if cols.text_pair is None else str(cols.text_pair)
+        label_col = None if label_column is None else str(label_column)
+        id_col = None if cols.id is None else str(cols.id)
+        label_key = "labels" if self.options.multi_label else "label"
+        keys = ["id"] if id_col is not None else []
+        keys += ["text", "text_pair"] if pair_col is not None else ["text"]
+        keys += [label_key] if label_col is not None else []
+        examples = ColumnExamples(table.path, keys, shared=[label_key])
+        problems = Problems(data.max_errors)  # of the rows' fields
+        for row in table:  # raises the file's own problems (malformed lines: after its last row)
+            seen = problems.total
+            ex: dict[str, Any] = {"text": text_field(table, row, text_col, problems)}
+            if id_col is not None:
+                ex["id"] = row.values.get(id_col)
             if pair_col is not None:
                 ex["text_pair"] = text_field(table, row, pair_col, problems)
             if label_col is not None:
@@ -122,7 +134,14 @@ class ClassificationTask:
                     ex["labels"] = label_list(table, row, label_col, data.label_delimiter, problems)
                 else:
                     ex["label"] = scalar_label(table, row, label_col, problems)
-            examples.append(ex)
+            if problems.total == seen == 0:  # after a problem, nothing is returned: nothing more is kept
+                examples.append(row.where, ex)
+        columns = Problems(data.max_errors)
+        for column, name in wanted:
+            require_column(table, column, name, columns)
+        columns.raise_if_any()
+        if table.empty:
+            raise DataError([f"{table.path}: no records; expected at least one"])
         problems.raise_if_any()
         return examples
 
@@ -170,10 +189,18 @@ class ClassificationTask:
     def _gold(self, ex: Example) -> list[str]:
         return list(ex.get("labels") or []) if self.options.multi_label else [ex["label"]]
 
+    def _golds(self, examples: Sequence[Example]) -> Iterator[Sequence[str]]:
+        """Each example's ``_gold`` labels, read without building a ``ColumnExamples``' mappings."""
+        if self.options.multi_label:
+            return (labels or () for labels in values(examples, "labels"))
+        if isinstance(examples, ColumnExamples) and "label" in examples.keys:
+            return ((label,) for label in examples.stored("label"))
+        return map(self._gold, examples)
+
     def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
         train = splits.get("train", [])
         warnings: list[str] = []
-        counts = Counter(label for ex in train for label in self._gold(ex))
+        counts = Counter(label for gold in self._golds(train) for label in gold)
         if data.labels:
             self.labels = list(data.labels)
         elif not self.labels:
@@ -188,26 +215,29 @@ class ClassificationTask:
         known = set(self.labels)
         for examples in splits.values():
             problems = Problems(data.max_errors)
-            for ex in examples:
-                for label in self._gold(ex):
+            for i, gold in enumerate(self._golds(examples)):
+                for label in gold:
                     if label not in known:
                         close = difflib.get_close_matches(label, self.labels, n=1)
                         hint = f"; did you mean {close[0]!r}?" if close else ""
                         shown = ", ".join(self.labels[:12]) + (", ..." if len(self.labels) > 12 else "")
                         source = "the training data" if not data.labels else "data.labels"
                         problems.add(
-                            f"{ex['_where']}: label: {label!r} is not a label of {source} "
+                            f"{examples[i]['_where']}: label: {label!r} is not a label of {source} "
                             f"(labels: {shown}){hint}"
                         )
             problems.raise_if_any()
-        where = {label: ex["_where"] for ex in train for label in self._gold(ex)}
+        once = {label for label in self.labels if counts.get(label, 0) == 1}
+        where = {label: i for i, gold in enumerate(self._golds(train)) for label in gold if label in once}
         for label in self.labels:
             if counts.get(label, 0) == 1:
-                warnings.append(f"{where[label]}: label {label!r} occurs only once in the training data")
+                warnings.append(
+                    f"{train[where[label]]['_where']}: label {label!r} occurs only once in the training data"
+                )
             elif train and counts.get(label, 0) == 0:
                 warnings.append(f"label {label!r} (data.labels) never occurs in the training data")
         if train:
-            self.pairs = any("text_pair" in ex for ex in train)
+            self.pairs = any(pair is not None for pair in values(train, "text_pair"))
             self._set_class_weights(counts, len(train))
         elif self.class_weights is None and isinstance(self.options.class_weights, dict):
             self._set_class_weights(counts, 0)  # a run saved before weights were kept: explicit ones rebuild
@@ -238,8 +268,12 @@ class ClassificationTask:
             self.class_weights = [float(cw.get(lbl, 1.0)) for lbl in self.labels]
 
     def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
+        key = "labels" if self.options.multi_label else "label"
         dist = Counter(
-            label for ex in examples if "label" in ex or "labels" in ex for label in self._gold(ex)
+            label
+            for gold in values(examples, key)
+            if gold is not None
+            for label in (gold if self.options.multi_label else (gold,))
         )
         return SplitSummary(
             name,
