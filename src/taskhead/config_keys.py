@@ -43,7 +43,10 @@ class ConfigKey:
 
 
 def config_keys(task: str | None = None) -> list[ConfigKey]:
-    """Every key of a run config, in the order of the config models; with ``task``, those it reads.
+    """Every key of a run config, in the order of the config models.
+
+    With ``task``: that task's options (``task.*``) and the shared keys, without those whose description
+    names another task (``data.columns.question`` for generation).
 
     Args:
         task: a registered task name; ``None`` lists the keys of every task.
@@ -179,7 +182,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         "keys",
         help="every config key with its type, default and description",
         description="Every key of a run config (dotted, as in overrides: train.learning_rate=3e-5) with its "
-        "type, default, the tasks it applies to and its description. With TASK: the keys that task reads.",
+        "type, default, the tasks it applies to and its description. With TASK: its options (task.*) and the "
+        "shared keys, without those whose description names another task.",
     )
     k.add_argument("task", nargs="?", metavar="TASK", help="a task name, e.g. classification (default: all)")
     k.add_argument("--json", action="store_true", help="a JSON list of {key, type, default, required, ...}")
