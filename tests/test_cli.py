@@ -23,7 +23,7 @@ def test_help_and_validate_do_not_import_torch(tmp_path: Path) -> None:
     )
     code = (
         "import sys; from taskhead.cli import main\n"
-        "for argv in (['--help'], ['validate', sys.argv[1]]):\n"
+        "for argv in (['--help'], ['validate', sys.argv[1]], ['config', 'keys']):\n"
         "    try: main(argv)\n"
         "    except SystemExit: pass\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

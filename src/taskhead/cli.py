@@ -21,6 +21,7 @@ EXTENSIONS = (
     "taskhead.retrieval.cli",
     "taskhead.serving.cli",
     "taskhead.export",
+    "taskhead.config_keys",
 )
 
 

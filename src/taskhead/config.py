@@ -33,9 +33,9 @@ class ScratchConfig(_Section):
     vocab_size: int = Field(8000, ge=100, description="Tokenizer vocabulary size (an upper bound).")
     min_frequency: int = Field(2, ge=1, description="WordPiece/BPE: least count of a merged token.")
     lowercase: bool = Field(False, description="Lower-case the text before tokenizing (metrics are cased).")
-    hidden_size: int = Field(256, ge=8)
+    hidden_size: int = Field(256, ge=8, description="Width of the hidden states (a multiple of num_heads).")
     num_layers: int = Field(4, ge=1, description="Layers (each of encoder and decoder for seq2seq).")
-    num_heads: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1, description="Attention heads per layer.")
     config: dict[str, Any] = Field(
         default_factory=dict, description="Further settings of the architecture's config (overrides)."
     )
@@ -147,7 +147,9 @@ class DataConfig(_Section):
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "text", "conll", "conllu"] = Field(
         "auto", description="File format; `auto` goes by the file extension."
     )
-    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    columns: ColumnsConfig = Field(
+        default_factory=ColumnsConfig, description="Column names (or CSV/TSV/CoNLL indexes) of the fields."
+    )
     labels: list[str] | None = Field(None, description="Fixed label list (order kept); default: from train.")
     label_delimiter: str = Field(",", min_length=1, description="Separator of multi-label labels in CSV/TSV.")
     header: bool = Field(True, description="CSV/TSV files start with a header line.")
@@ -162,7 +164,7 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (a fraction is allowed).")
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
     )
@@ -172,23 +174,33 @@ class TrainConfig(_Section):
         description="Stop training after this many minutes (then score and save as usual); the learning-rate "
         "schedule still spans epochs/max_steps.",
     )
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1, description="Training examples per batch and device (process).")
+    eval_batch_size: int = Field(64, ge=1, description="Batch size of evaluation during training.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of the linear schedule (AdamW).")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear warm-up.")
-    weight_decay: float = Field(0.01, ge=0)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 42
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Batches whose gradients add up to one optimizer step."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this global norm.")
+    seed: int = Field(42, description="Seed of new weights (head, scratch model), data order and dropout.")
     bf16: bool | Literal["auto"] = Field(
         "auto", description="bf16 mixed precision; `auto`: on where the GPU or CPU has native bf16."
     )
     fp16: bool = Field(False, description="fp16 mixed precision (CUDA only).")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
-    eval_steps: int | None = Field(None, ge=1)
-    save_strategy: Literal["epoch", "steps", "no"] = "epoch"
-    save_steps: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where to train; `auto`: CUDA, else MPS, else the CPU."
+    )
+    eval_strategy: Literal["epoch", "steps", "no"] = Field(
+        "epoch", description="When to evaluate on the eval split during training (`steps`: every eval_steps)."
+    )
+    eval_steps: int | None = Field(None, ge=1, description="Optimizer steps between evaluations (`steps`).")
+    save_strategy: Literal["epoch", "steps", "no"] = Field(
+        "epoch",
+        description="When to save a checkpoint (for --resume); the best checkpoint becomes model/ only when "
+        "this equals eval_strategy.",
+    )
+    save_steps: int | None = Field(None, ge=1, description="Optimizer steps between checkpoints (`steps`).")
     save_total_limit: int | None = Field(
         2,
         ge=1,
@@ -215,8 +227,10 @@ class TrainConfig(_Section):
         "attention): the accuracy of random batches with little padding; default (null): on for "
         "classification with BERT/RoBERTa-family models unless group_by_length is true.",
     )
-    logging_steps: int = Field(50, ge=1)
-    num_workers: int = Field(0, ge=0)
+    logging_steps: int = Field(50, ge=1, description="Optimizer steps between logged training losses.")
+    num_workers: int = Field(
+        0, ge=0, description="Data loader worker processes (0: load in the main process)."
+    )
 
     @model_validator(mode="after")
     def _steps_need_a_number(self) -> TrainConfig:
@@ -229,9 +243,11 @@ class TrainConfig(_Section):
 
 class RunConfig(_Section):
     task: Any = Field(..., description="Task name or a mapping with `name` and the task's options.")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="The backbone, its tokenizer and the head."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="Data files, their format and columns.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training, evaluation and saving.")
     output_dir: Path = Field(Path("runs/run"), description="Where the run directory is written.")
 
     @field_validator("task", mode="before")

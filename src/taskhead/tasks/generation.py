@@ -55,15 +55,24 @@ class GenerationOptions(BaseModel):
         description="Parallel text files: [source suffix, target suffix], e.g. [en, de] for train.en/.de.",
     )
     max_new_tokens: int = Field(64, ge=1, description="Longest generated text, in tokens.")
-    min_new_tokens: int = Field(0, ge=0)
+    min_new_tokens: int = Field(
+        0, ge=0, description="Shortest generated text, in tokens (at most max_new_tokens)."
+    )
     num_beams: int = Field(1, ge=1, description="Beam search width (1: greedy or sampling).")
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = Field(0, ge=0)
-    early_stopping: bool = False
+    length_penalty: float = Field(
+        1.0,
+        description="Beam search (num_beams > 1): exponent of the length in the score; > 0 favours longer.",
+    )
+    no_repeat_ngram_size: int = Field(0, ge=0, description="No n-gram of this size occurs twice (0: off).")
+    early_stopping: bool = Field(
+        False, description="Beam search (num_beams > 1): stop once num_beams complete candidates exist."
+    )
     do_sample: bool = Field(False, description="Sample instead of greedy/beam search.")
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(50, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0, description="Sampling (do_sample): divides the logits.")
+    top_k: int = Field(50, ge=0, description="Sampling (do_sample): the k likeliest tokens only (0: all).")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Sampling (do_sample): the likeliest tokens up to this probability mass."
+    )
     seed: int | None = Field(None, description="Sampling seed (reproducible samples).")
     metrics_tokenize: str = Field(
         "auto",
