@@ -156,8 +156,8 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from taskhead.backbones import resolve_backbone
     from taskhead.data.conll import read_conll
+    from taskhead.engine.backbones import resolve_backbone
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -172,8 +172,8 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from taskhead.devices import cpu_has_native_bf16
-    from taskhead.export import export_onnx
+    from taskhead.engine.devices import cpu_has_native_bf16
+    from taskhead.workflows.export import export_onnx
 
     if opts.threads:
         torch.set_num_threads(opts.threads)

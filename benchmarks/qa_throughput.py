@@ -10,7 +10,7 @@ epochs, batch size, learning rate and seed, no warm-up, no weight decay:
   taskhead taskhead.train() with its defaults (dynamic padding, length-grouped batches, bf16 auto), the same
            n_best / max_answer_length; warm-up and weight decay 0 to match.
 
-EM/F1 of both come from taskhead.squad_metrics.squad_scores (the official v1.1 procedure). Prediction
+EM/F1 of both come from taskhead.tasks.squad_metrics.squad_scores (the official v1.1 procedure). Prediction
 throughput: questions per second over the eval part, from raw records to answers, for both.
 """
 
@@ -86,7 +86,7 @@ def run_peer(seed: int, train: list, evals: list, opts: Any, backbone: str, tmp:
         set_seed,
     )
 
-    from taskhead.squad_metrics import squad_gold, squad_scores
+    from taskhead.tasks.squad_metrics import squad_gold, squad_scores
 
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     rows, _, _ = peer_features(tokenizer, train, True)
@@ -126,7 +126,7 @@ def run_peer(seed: int, train: list, evals: list, opts: Any, backbone: str, tmp:
 
 def run_taskhead(seed: int, train_file: Path, eval_file: Path, evals: list, opts: Any, tmp: Path) -> dict:
     import taskhead
-    from taskhead.squad_metrics import squad_gold, squad_scores
+    from taskhead.tasks.squad_metrics import squad_gold, squad_scores
 
     config = {
         "task": {
@@ -181,8 +181,8 @@ def main() -> int:
         sys.exit(f"SQuAD v1.1 dev not found: expected {DATA} (the shared datasets folder)")
     from transformers.utils import logging as hf_logging
 
-    from taskhead.backbones import resolve_backbone
     from taskhead.data.squad import read_squad
+    from taskhead.engine.backbones import resolve_backbone
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

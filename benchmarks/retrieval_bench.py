@@ -364,7 +364,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
     from threadpoolctl import threadpool_limits
 
-    from taskhead.backbones import quiet_loading, resolve_backbone
+    from taskhead.engine.backbones import quiet_loading, resolve_backbone
     from taskhead.retrieval.encoder import Encoder
 
     torch.set_num_threads(opts.threads)

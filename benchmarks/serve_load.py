@@ -150,7 +150,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="taskhead-serve-bench-") as name:
         run = opts.run or train_run(opts.train_size, Path(name) / "run")
         if opts.backend == "onnx" and not (run / "onnx" / "export.json").is_file():
-            from taskhead.export import export_onnx
+            from taskhead.workflows.export import export_onnx
 
             export_onnx(run)
         print(

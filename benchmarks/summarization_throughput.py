@@ -52,7 +52,7 @@ def run_peer(seed: int, train: list, test: list, opts: Any, backbone: str, tmp: 
         set_seed,
     )
 
-    from taskhead.generation_metrics import rouge
+    from taskhead.tasks.generation_metrics import rouge
 
     tokenizer = AutoTokenizer.from_pretrained(backbone)
 
@@ -216,7 +216,7 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from taskhead.backbones import resolve_backbone
+    from taskhead.engine.backbones import resolve_backbone
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -6,7 +6,7 @@ learning rate, no warm-up, no weight decay, and are scored on all 872 dev senten
   (a) Trainer as in transformers' run_glue example: every example padded to 128 tokens, fp32, random order.
   (b) Trainer at its best on a CPU: dynamic padding, train_sampling_strategy="group_by_length", bf16.
   (c) taskhead.train() with its defaults (bf16 auto, random batches computed on packed rows for this
-      BERT-family model, see taskhead.packing), or a variant given with --set KEY=VALUE.
+      BERT-family model, see taskhead.engine.packing), or a variant given with --set KEY=VALUE.
 
 Runs are interleaved (for each seed: a, b, taskhead) so that machine drift hits all three alike. Each run
 is a fresh Python process that first makes one short untimed warm-up run of the same set-up, so that no
@@ -267,7 +267,7 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from taskhead.backbones import resolve_backbone
+    from taskhead.engine.backbones import resolve_backbone
 
     if opts.threads:
         torch.set_num_threads(opts.threads)

@@ -102,7 +102,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> Non
 
 
 def test_unreachable_hub_id_says_to_pass_a_local_path(tmp_path: Path) -> None:
-    from taskhead.backbones import resolve_backbone
+    from taskhead.engine.backbones import resolve_backbone
     from taskhead.errors import BackboneError
 
     try:

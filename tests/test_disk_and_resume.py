@@ -15,8 +15,8 @@ from conftest import sentiment_records, tiny_config, write_jsonl
 from safetensors import SafetensorError
 
 import taskhead
-import taskhead.training
-from taskhead import checkpoints as ck
+import taskhead.workflows.train
+from taskhead.engine import checkpoints as ck
 from taskhead.errors import SaveError, TaskheadError
 
 # 60 training examples in batches of 8: 8 optimizer steps per epoch
@@ -46,7 +46,7 @@ def test_resume_of_a_finished_unsaved_run_takes_no_extra_step(
     def killed(*args: Any, **kwargs: Any) -> None:
         raise Killed
 
-    monkeypatch.setattr(taskhead.training, "_write_run", killed)
+    monkeypatch.setattr(taskhead.workflows.train, "_write_run", killed)
     with pytest.raises(Killed):
         taskhead.train(config, quiet=True)
     monkeypatch.undo()
@@ -220,7 +220,7 @@ def test_human_bytes_and_the_summary_without_checkpoints(tmp_path: Path) -> None
 
 def test_onnx_evaluation_keeps_the_pytorch_result(tiny_runs: Any, tmp_path: Path, capsys: Any) -> None:
     from taskhead.cli import main
-    from taskhead.export import export_onnx
+    from taskhead.workflows.export import export_onnx
 
     run = shutil.copytree(tiny_runs["classification"], tmp_path / "run")
     export_onnx(run)

@@ -12,7 +12,7 @@ from conftest import assert_close, qa_records, run_cli, sentiment_records, write
 
 import taskhead
 from taskhead.errors import ConfigError, ExportError
-from taskhead.export import ATOL, export_onnx
+from taskhead.workflows.export import ATOL, export_onnx
 
 INPUTS: dict[str, list[Any]] = {
     "classification": ["good movie", "bad movie", {"id": "x", "text": "superb story"}],  # single-text model
@@ -133,8 +133,8 @@ def test_missing_int8_and_stale_exports_are_refused(tiny_runs: Any, tmp_path: Pa
 def test_backend_and_precision_options(tiny_runs: Any) -> None:
     import torch
 
-    from taskhead.devices import bf16_supported
-    from taskhead.inference import inference_precision
+    from taskhead.engine.devices import bf16_supported
+    from taskhead.workflows.predict import inference_precision
 
     cpu = torch.device("cpu")
     assert inference_precision(cpu, "auto") == ("bf16" if bf16_supported(cpu) else "fp32")

@@ -116,7 +116,7 @@ def test_scratch_causal_lm_learns_and_scores_texts(corpus: dict, tmp_path: Path)
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
 def test_scratch_tokenizers_round_trip(kind: str) -> None:
     from taskhead.config import ScratchConfig
-    from taskhead.scratch import train_tokenizer
+    from taskhead.workflows.scratch import train_tokenizer
 
     role = {"wordpiece": "encoder", "bpe": "causal", "unigram": "seq2seq"}[kind]
     tok = train_tokenizer(DOCS * 3, ScratchConfig(tokenizer=kind, vocab_size=200, min_frequency=1), role)
@@ -182,8 +182,8 @@ def test_scratch_seq2seq_and_warm_start_generation(tmp_path: Path) -> None:
 
 
 def test_resume_reuses_the_scratch_tokenizer(corpus: dict, tmp_path: Path) -> None:
-    from taskhead import scratch
     from taskhead.config import ModelConfig, ScratchConfig
+    from taskhead.workflows import scratch
 
     examples = [{"_where": "x:1", "text": d} for d in DOCS]
     options = ScratchConfig(**SCRATCH_GPT2)

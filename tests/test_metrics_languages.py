@@ -18,7 +18,11 @@ import taskhead
 from taskhead.config import DataConfig
 from taskhead.errors import DataError
 from taskhead.evaluation import tagging_metrics
-from taskhead.generation_metrics import (
+from taskhead.tasks.base import Features
+from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
+from taskhead.tasks.embedding import EmbeddingOptions, EmbeddingTask
+from taskhead.tasks.generation import GenerationOptions, GenerationTask
+from taskhead.tasks.generation_metrics import (
     ROUGE_TYPES,
     RougeTokenizer,
     bleu,
@@ -27,8 +31,9 @@ from taskhead.generation_metrics import (
     text_metrics,
     tokenizer_problem,
 )
-from taskhead.squad_metrics import best_null_threshold
-from taskhead.tagging import (
+from taskhead.tasks.question_answering import QuestionAnsweringOptions, QuestionAnsweringTask
+from taskhead.tasks.squad_metrics import best_null_threshold
+from taskhead.tasks.tagging import (
     UNTYPED,
     continuation,
     convert,
@@ -41,11 +46,6 @@ from taskhead.tagging import (
     split_tag,
     type_name,
 )
-from taskhead.tasks.base import Features
-from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
-from taskhead.tasks.embedding import EmbeddingOptions, EmbeddingTask
-from taskhead.tasks.generation import GenerationOptions, GenerationTask
-from taskhead.tasks.question_answering import QuestionAnsweringOptions, QuestionAnsweringTask
 from taskhead.tasks.token_classification import TokenClassificationOptions, TokenClassificationTask
 
 # Long enough for BLEU's 4-grams in every tokenization.
@@ -432,7 +432,7 @@ def test_char_rouge_keeps_combining_marks_with_their_letter() -> None:
 def test_decomposed_and_composed_letters_score_as_one_text() -> None:
     import unicodedata
 
-    from taskhead.generation_metrics import text_metrics
+    from taskhead.tasks.generation_metrics import text_metrics
 
     composed = "café résumé naïve déjà vu"
     decomposed = unicodedata.normalize("NFD", composed)

@@ -17,8 +17,9 @@ import pytest
 from conftest import BIN, run_cli, tiny_config, write_jsonl
 
 import taskhead
-from taskhead import rundir, training
 from taskhead.errors import ExportError, RetrievalError, RunDirError, SaveError
+from taskhead.workflows import rundir
+from taskhead.workflows import train as training
 
 SRC = Path(taskhead.__file__).resolve().parents[1]
 
@@ -100,8 +101,8 @@ def test_a_run_folder_left_with_an_empty_checkpoints_folder_may_be_replaced(tmp_
 def test_index_and_export_refuse_a_folder_they_did_not_write(
     tiny_sentence_model: Path, tiny_runs: object, tmp_path: Path
 ) -> None:
-    from taskhead.export import export_onnx
     from taskhead.retrieval.index import Index
+    from taskhead.workflows.export import export_onnx
 
     folder = tmp_path / "documents"
     before = _user_folder(folder)
@@ -167,7 +168,7 @@ def test_overwrite_keeps_the_old_run_loadable_until_the_new_one_is_complete(
 KILL_LOOP = """
 import sys
 from pathlib import Path
-from taskhead import rundir
+from taskhead.workflows import rundir
 if sys.argv[2] == "fallback":
     rundir._exchange = lambda a, b: False
 target, i = Path(sys.argv[1]), 0
@@ -290,7 +291,7 @@ def test_train_and_index_overwrite_killed_at_random_points(
 
 
 def test_export_killed_while_writing_leaves_the_old_export(tiny_runs: object, tmp_path: Path) -> None:
-    from taskhead.export import export_onnx, load_onnx_model
+    from taskhead.workflows.export import export_onnx, load_onnx_model
 
     run = tiny_runs["classification"]  # type: ignore[index]
     out = tmp_path / "onnx"

@@ -1,5 +1,5 @@
-"""Packed training batches (taskhead.packing): the same logits and gradients as the padded batch, for every
-supported head; the default choice of batching; refusals with a reason."""
+"""Packed training batches (taskhead.engine.packing): the same logits and gradients as the padded batch, for
+every supported head; the default choice of batching; refusals with a reason."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from transformers import (
 )
 
 import taskhead
+from taskhead.engine.modeling import PooledClassifier
+from taskhead.engine.packing import first_fit_decreasing, packed_forward, unsupported_reason
 from taskhead.errors import ConfigError
-from taskhead.modeling import PooledClassifier
-from taskhead.packing import first_fit_decreasing, packed_forward, unsupported_reason
-from taskhead.training import Run
+from taskhead.workflows.train import Run
 
 LENGTHS = [7, 3, 12, 5, 1, 9, 2, 12]
 SIZES = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}

@@ -103,10 +103,10 @@ def test_runs_resolve_to_their_model(tiny_sentence_model: Path, tmp_path: Path) 
 
 
 def test_bf16_falls_back_to_fp32_when_it_disagrees(tiny_sentence_model: Path, monkeypatch) -> None:
-    import taskhead.devices
+    import taskhead.engine.devices
     import taskhead.retrieval.encoder as encoder_module
 
-    monkeypatch.setattr(taskhead.devices, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(taskhead.engine.devices, "bf16_supported", lambda device: True)
     enc = Encoder(tiny_sentence_model, device="cpu")
     assert enc.precision == "bf16"
     low = enc.encode(["good movie", "bad plot"])

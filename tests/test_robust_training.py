@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import BIN, sentiment_records, tiny_config, write_jsonl
 
-from taskhead.checkpoints import is_complete, last_complete
+from taskhead.engine.checkpoints import is_complete, last_complete
 
 
 @pytest.fixture

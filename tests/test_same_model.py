@@ -133,8 +133,8 @@ def _build(task_config: dict[str, Any], backbone: Path, labels: list[str], **mod
     """The task's model for ``labels`` on ``backbone`` (what `taskhead train` builds before training)."""
     from transformers import AutoTokenizer
 
-    from taskhead.backbones import resolve_backbone
     from taskhead.config import RunConfig
+    from taskhead.engine.backbones import resolve_backbone
     from taskhead.tasks import build_task
 
     cfg = RunConfig.model_validate(
@@ -395,10 +395,10 @@ def test_a_model_failure_in_a_merged_batch_fails_only_its_request(tiny_runs: Any
 def test_evaluate_runs_in_the_training_precision(tiny_runs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # on a device with native bf16, prediction defaults to bf16 autocast, but a run trained and evaluated in
     # fp32 is evaluated in fp32 again, so that evaluate() reproduces metrics.json
-    import taskhead.inference
+    import taskhead.workflows.predict
 
     run = tiny_runs["classification"]
-    monkeypatch.setattr(taskhead.inference, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(taskhead.workflows.predict, "bf16_supported", lambda device: True)
     predictor = taskhead.load(run)
     assert (predictor.precision, predictor.eval_precision) == ("bf16", "fp32")
     recorded = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["eval"]

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from taskhead.data.squad import QARecord
-from taskhead.squad_metrics import (
+from taskhead.tasks.squad_metrics import (
     exact_match,
     f1,
     first_sentence,

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from taskhead.errors import DataError
-from taskhead.tagging import (
+from taskhead.tasks.tagging import (
     continuation,
     convert,
     detect_scheme,

@@ -13,7 +13,7 @@ import torch
 from conftest import NEGATIVE, POSITIVE, sentiment_records, tiny_config, write_jsonl
 
 import taskhead
-from taskhead.modeling import pool
+from taskhead.engine.modeling import pool
 
 
 def test_pooling_ignores_padding() -> None:
@@ -273,7 +273,7 @@ def test_cpu_training_keeps_large_buffers_mapped(monkeypatch: pytest.MonkeyPatch
     import ctypes
     import sys
 
-    from taskhead import devices
+    from taskhead.engine import devices
 
     calls: list[tuple] = []
 

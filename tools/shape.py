@@ -52,7 +52,7 @@ class Edge:
 
 @dataclass
 class Module:
-    name: str  # taskhead.data.splits
+    name: str  # taskhead.workflows.validate
     path: Path  # relative to the root's parent, e.g. taskhead/data/splits.py
     tree: ast.Module
     lines: int

@@ -28,10 +28,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "train": "taskhead.training",
-    "Run": "taskhead.training",
-    "Predictor": "taskhead.inference",
-    "validate": "taskhead.data.splits",
+    "train": "taskhead.workflows.train",
+    "Run": "taskhead.workflows.train",
+    "Predictor": "taskhead.workflows.predict",
+    "validate": "taskhead.workflows.validate",
     "load_config": "taskhead.config",
     "RunConfig": "taskhead.config",
     "TaskheadError": "taskhead.errors",
@@ -44,11 +44,11 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig, load_config
-    from taskhead.data.splits import validate
     from taskhead.errors import BackboneError, ConfigError, DataError, RunDirError, TaskheadError
-    from taskhead.inference import Predictor
     from taskhead.retrieval.index import Index
-    from taskhead.training import Run, train
+    from taskhead.workflows.predict import Predictor
+    from taskhead.workflows.train import Run, train
+    from taskhead.workflows.validate import validate
 
 
 def load(run_dir: Any, **kwargs: Any) -> Predictor:
@@ -62,7 +62,7 @@ def load(run_dir: Any, **kwargs: Any) -> Predictor:
     saved with ``model.trust_remote_code: true`` is refused without it). Weights load from safetensors
     only: a run holding only ``pytorch_model.bin`` raises ``UnsafeWeightsError``.
     """
-    from taskhead.inference import Predictor
+    from taskhead.workflows.predict import Predictor
 
     return Predictor(run_dir, **kwargs)
 

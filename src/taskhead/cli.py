@@ -20,7 +20,7 @@ EXTENSIONS = (
     # modules with ``register(subparsers) -> {command: handler}``; they must not import torch at import time
     "taskhead.retrieval.cli",
     "taskhead.serving.cli",
-    "taskhead.export",
+    "taskhead.workflows.export",
     "taskhead.config_keys",
 )
 
@@ -129,7 +129,7 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from taskhead.console import info, print_table, summary_table, warn
-    from taskhead.data.splits import validate
+    from taskhead.workflows.validate import validate
 
     report = validate(args.config, args.overrides)
     for w in report.warnings:
@@ -143,10 +143,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        from taskhead.distributed import launch
+        from taskhead.engine.distributed import launch
 
         return launch(args.nproc, _without_nproc(args.argv))
-    from taskhead.training import train
+    from taskhead.workflows.train import train
 
     run = train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -167,7 +167,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _predictor(args: argparse.Namespace) -> Any:
-    from taskhead.inference import Predictor
+    from taskhead.workflows.predict import Predictor
 
     return Predictor(
         args.run_dir,
@@ -184,7 +184,7 @@ def _predictor(args: argparse.Namespace) -> Any:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.evaluation import metrics_table
-    from taskhead.rundir import atomic_write_json
+    from taskhead.workflows.rundir import atomic_write_json
 
     predictor = _predictor(args)
     metrics = predictor.evaluate(args.data)
@@ -206,7 +206,7 @@ def evaluation_path(run_dir: Path, data: Path, args: argparse.Namespace) -> Path
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from taskhead.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text
 
     settings = _settings(args.settings)
     predictor = _predictor(args)

@@ -42,7 +42,7 @@ def tagging_metrics(
         return metrics
     from seqeval.metrics import classification_report
 
-    from taskhead.tagging import seqeval_scheme, seqeval_tags
+    from taskhead.tasks.tagging import seqeval_scheme, seqeval_tags
 
     gold_l = [seqeval_tags(g, scheme) for g in gold]  # IOB1 is scored after conversion to IOB2
     pred_l = [seqeval_tags(p, scheme) for p in predicted]

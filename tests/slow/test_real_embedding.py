@@ -42,7 +42,7 @@ def _untuned_spearman(rows: list[dict]) -> float:
     from scipy.stats import spearmanr
     from sentence_transformers import SentenceTransformer
 
-    from taskhead.backbones import resolve_backbone
+    from taskhead.engine.backbones import resolve_backbone
 
     model = SentenceTransformer(resolve_backbone("minilm"), device="cpu")
     a = model.encode([r["text"] for r in rows], batch_size=64, normalize_embeddings=True)

@@ -16,7 +16,7 @@ from conftest import shared_dataset
 
 import taskhead
 from taskhead.data.squad import read_squad
-from taskhead.squad_metrics import first_sentence_baseline, squad_gold, squad_scores
+from taskhead.tasks.squad_metrics import first_sentence_baseline, squad_gold, squad_scores
 
 pytestmark = pytest.mark.slow
 

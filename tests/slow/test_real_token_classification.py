@@ -18,7 +18,7 @@ from conftest import shared_dataset
 import taskhead
 from taskhead.data.conll import read_conll
 from taskhead.evaluation import tagging_metrics
-from taskhead.tagging import repair
+from taskhead.tasks.tagging import repair
 
 pytestmark = pytest.mark.slow
 

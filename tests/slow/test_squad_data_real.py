@@ -14,7 +14,7 @@ import pytest
 from conftest import shared_dataset
 
 from taskhead.data.squad import is_squad_json, read_squad
-from taskhead.squad_metrics import first_sentence_baseline, squad_gold, squad_scores
+from taskhead.tasks.squad_metrics import first_sentence_baseline, squad_gold, squad_scores
 from test_squad_metrics import official_evaluate
 
 pytestmark = pytest.mark.slow

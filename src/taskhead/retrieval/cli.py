@@ -185,7 +185,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _index_build(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
     from taskhead.retrieval.store import INDEX
-    from taskhead.rundir import check_replaceable
+    from taskhead.workflows.rundir import check_replaceable
 
     out = Path(args.out)
     check_replaceable(
@@ -227,7 +227,7 @@ def _index_add(args: argparse.Namespace) -> int:
 def _index_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.retrieval.metrics import evaluate
-    from taskhead.rundir import atomic_write_json
+    from taskhead.workflows.rundir import atomic_write_json
 
     queries, qrels = _judged_queries(args)
     index = _load_index(args)
@@ -305,7 +305,7 @@ def _retrieve(
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from taskhead.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text
 
     if (args.query is None) == (args.queries is None):
         raise RetrievalError("search: give one query text or --queries FILE (not both)")
@@ -358,7 +358,7 @@ def _print_hits(query: str, hits: list[dict[str, Any]], similarity: str) -> None
 def _cmd_mine(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
     from taskhead.retrieval.mining import mine_triplets, read_pairs, summary
-    from taskhead.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text
 
     pairs = read_pairs(args.pairs, anchor_column=args.anchor_column, positive_column=args.positive_column)
     if (Path(args.corpus) / "index.json").is_file():

@@ -2,7 +2,7 @@
 
 ``MODEL_OR_RUN`` may be
 
-- an alias of a bundled model (``minilm``) or a hub id (online only), see ``taskhead.backbones``;
+- an alias of a bundled model (``minilm``) or a hub id (online only), see ``taskhead.engine.backbones``;
 - a sentence-transformers directory (``modules.json``): its own modules, pooling and normalization;
 - a plain Hugging Face encoder directory (``config.json``): mean pooling over the last hidden states;
 - a taskhead run directory of the ``embedding`` task: its ``model/`` folder.
@@ -45,7 +45,7 @@ def resolve_model_dir(model: str | Path) -> tuple[Path, str]:
         RetrievalError: a run directory of another task, or a directory holding no model.
         BackboneError: an alias whose package is missing or an unreachable hub id.
     """
-    from taskhead.backbones import resolve_backbone
+    from taskhead.engine.backbones import resolve_backbone
 
     path = Path(str(model)).expanduser()
     if path.is_dir() and (path / RUN_META).is_file():
@@ -63,7 +63,7 @@ def resolve_model_dir(model: str | Path) -> tuple[Path, str]:
 
 
 def _run_model_dir(run_dir: Path) -> Path:
-    from taskhead.rundir import read_meta
+    from taskhead.workflows.rundir import read_meta
 
     meta = read_meta(run_dir)
     task = meta.get("task")
@@ -98,7 +98,7 @@ def model_fingerprint(path: Path) -> str:
 def _load_sentence_transformer(path: Path, kind: str, device: str, trust_remote_code: bool = False) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    from taskhead.backbones import SAFE_LOADING, quiet_loading
+    from taskhead.engine.backbones import SAFE_LOADING, quiet_loading
 
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     with quiet_loading():
@@ -151,8 +151,8 @@ class Encoder:
             ConfigError: a model that needs its own code (``auto_map``, or a run trained with
                 ``model.trust_remote_code``) and ``trust_remote_code`` is False.
         """
-        from taskhead.backbones import check_remote_code, check_safetensors
-        from taskhead.devices import bf16_supported, resolve_device
+        from taskhead.engine.backbones import check_remote_code, check_safetensors
+        from taskhead.engine.devices import bf16_supported, resolve_device
 
         if precision not in ("auto", "bf16", "fp32"):
             raise RetrievalError(f"precision: expected auto, bf16 or fp32, found {precision!r}")
@@ -163,7 +163,7 @@ class Encoder:
         check_safetensors(self.path)
         run = given.is_dir() and (given / RUN_META).is_file()
         if run:
-            from taskhead.rundir import read_meta
+            from taskhead.workflows.rundir import read_meta
 
             check_remote_code(given, read_meta(given), trust_remote_code)
         else:
@@ -271,8 +271,8 @@ class Encoder:
     ) -> np.ndarray:
         import torch
 
-        from taskhead.devices import autocast_context
-        from taskhead.inference import length_sorted_batches, progress_bar
+        from taskhead.engine.devices import autocast_context
+        from taskhead.workflows.predict import length_sorted_batches, progress_bar
 
         size = batch_size or self.batch_size
         out = np.empty((0, 0), dtype=np.float32)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from taskhead.backbones import PICKLE_SUFFIXES, check_remote_code, check_safetensors
+from taskhead.engine.backbones import PICKLE_SUFFIXES, check_remote_code, check_safetensors
 from taskhead.errors import ConfigError
 
 __all__ = ["PICKLE_SUFFIXES", "check_remote_code", "check_safetensors", "load_indexes", "load_models"]
@@ -63,8 +63,8 @@ def load_models(
     length first; None: ``CPU_FORWARD_BATCH`` on the CPU (small passes pad little, and padding is what
     costs there), 64 on a GPU.
     """
-    from taskhead.inference import Predictor
-    from taskhead.rundir import read_meta
+    from taskhead.workflows.predict import Predictor
+    from taskhead.workflows.rundir import read_meta
 
     models: dict[str, Any] = {}
     for name, run_dir in parse_specs(specs, "RUN_DIR").items():

@@ -57,7 +57,9 @@ def _sorted_labels(labels: set[str]) -> list[str]:
 class ClassificationTask:
     name: ClassVar[str] = "classification"
     Options: ClassVar[type[BaseModel]] = ClassificationOptions
-    packing: ClassVar[bool] = True  # trains on packed rows (taskhead.packing) where the model supports it
+    packing: ClassVar[bool] = (
+        True  # trains on packed rows (taskhead.engine.packing) where the model supports it
+    )
     truncated_message: ClassVar[str] = (
         "{n} of {total} examples are longer than model.max_length={max_length} and were truncated "
         "(task.long_texts=sliding_window avoids that)"
@@ -363,7 +365,7 @@ class ClassificationTask:
         rows matched by label name (``model.reuse_head``). Raises ConfigError for another label set."""
         from transformers import AutoModelForSequenceClassification
 
-        from taskhead.modeling import labelled_head, pooled_classifier
+        from taskhead.engine.modeling import labelled_head, pooled_classifier
 
         self.standard_head = self._is_standard(model)
         if self.standard_head:
@@ -390,12 +392,12 @@ class ClassificationTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModel, AutoModelForSequenceClassification
 
-        from taskhead.backbones import SAFE_LOADING
+        from taskhead.engine.backbones import SAFE_LOADING
 
         common = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
         if self.standard_head:
             return AutoModelForSequenceClassification.from_pretrained(directory, **common)
-        from taskhead.modeling import PooledClassifier
+        from taskhead.engine.modeling import PooledClassifier
 
         net = PooledClassifier(
             AutoModel.from_pretrained(directory, **common),

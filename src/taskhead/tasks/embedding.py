@@ -349,7 +349,7 @@ class EmbeddingTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from sentence_transformers import SentenceTransformer
 
-        from taskhead.backbones import SAFE_LOADING
+        from taskhead.engine.backbones import SAFE_LOADING
         from taskhead.tasks.embedding_model import EmbeddingModel
 
         encoder = SentenceTransformer(

@@ -21,8 +21,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
 from taskhead.data.batching import TEXT_KEYS, NoDuplicatesSampler
+from taskhead.engine.trainer import TaskheadTrainer
 from taskhead.errors import ConfigError
-from taskhead.trainer import TaskheadTrainer
 
 if TYPE_CHECKING:
     from taskhead.tasks.base import Features
@@ -33,7 +33,7 @@ def build_encoder(
 ) -> SentenceTransformer:
     """Transformer -> Pooling (-> Dense ...) (-> Normalize). ``pooling`` None keeps a sentence-transformers
     backbone's own pooling (mean for a plain encoder)."""
-    from taskhead.backbones import SAFE_LOADING
+    from taskhead.engine.backbones import SAFE_LOADING
 
     remote: dict[str, Any] = {"trust_remote_code": True} if remote_code else {}
     weights = {**remote, **SAFE_LOADING}
@@ -60,7 +60,7 @@ def build_encoder(
         modules[modules.index(existing)] = Pooling(existing.embedding_dimension, mode)
     modules = [m for m in modules if not isinstance(m, Normalize)] + ([Normalize()] if normalize else [])
     first.processor = tokenizer  # one tokenizer object: taskhead's (extra special tokens included)
-    from taskhead.modeling import fit_embeddings
+    from taskhead.engine.modeling import fit_embeddings
 
     fit_embeddings(first.auto_model, tokenizer)
     encoder = SentenceTransformer(modules=modules, device="cpu")
@@ -178,8 +178,8 @@ def embed_features(
     progress: str | None,
 ) -> list[np.ndarray]:
     """One ``[texts, dim]`` float32 array per feature (its anchor, positive, negatives...), input order."""
-    from taskhead.devices import autocast_context
-    from taskhead.inference import length_sorted_batches, progress_bar
+    from taskhead.engine.devices import autocast_context
+    from taskhead.workflows.predict import length_sorted_batches, progress_bar
 
     slots = [(i, j) for i, f in enumerate(features.inputs) for j in range(1 + len(f.get("more", ())))]
     lengths = [len(_text(features.inputs[i], j)["input_ids"]) for i, j in slots]

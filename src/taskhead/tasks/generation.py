@@ -83,7 +83,7 @@ class GenerationOptions(BaseModel):
     @field_validator("metrics_tokenize")
     @classmethod
     def _tokenizer_available(cls, value: str) -> str:
-        from taskhead.generation_metrics import tokenizer_problem
+        from taskhead.tasks.generation_metrics import tokenizer_problem
 
         problem = tokenizer_problem(value)
         if problem is not None:
@@ -156,7 +156,7 @@ class GenerationTask:
         return "rougeL"
 
     def eval_metrics(self, examples: list[Example]) -> dict[str, bool]:
-        from taskhead.generation_metrics import ROUGE_TYPES
+        from taskhead.tasks.generation_metrics import ROUGE_TYPES
 
         names = [*ROUGE_TYPES, "bleu", "chrf"]
         return directions(*names, *(("exact_match", "f1") if self.qa else ()))
@@ -305,7 +305,7 @@ class GenerationTask:
     def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
         self.tokenizer = tokenizer
         if self.architecture is None:
-            from taskhead.backbones import backbone_dir
+            from taskhead.engine.backbones import backbone_dir
 
             self.architecture = self._resolve_architecture(backbone_dir(tokenizer, model), model)
         limit = self.options.max_target_length
@@ -342,7 +342,7 @@ class GenerationTask:
     def sequence_room(self, tokenizer: Any, model: ModelConfig) -> int:
         """Decoder-only: the longest sequence the model may see, ``model.max_length`` or the backbone's
         positions if fewer (a longer one fails with an index error in the position embeddings)."""
-        from taskhead.backbones import backbone_dir
+        from taskhead.engine.backbones import backbone_dir
 
         directory = backbone_dir(tokenizer, model)
         if directory not in self._positions:  # encode runs per chunk and per served request: read it once
@@ -404,8 +404,8 @@ class GenerationTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, EncoderDecoderModel
 
-        from taskhead.backbones import SAFE_LOADING
-        from taskhead.modeling import no_classification_head
+        from taskhead.engine.backbones import SAFE_LOADING
+        from taskhead.engine.modeling import no_classification_head
 
         no_classification_head(model, "generation")
         self.architecture = self._resolve_architecture(backbone, model)
@@ -432,7 +432,7 @@ class GenerationTask:
         else:
             net = AutoModelForCausalLM.from_pretrained(backbone, **common)
             net.config.pad_token_id = tokenizer.pad_token_id
-        from taskhead.modeling import fit_embeddings
+        from taskhead.engine.modeling import fit_embeddings
 
         return fit_embeddings(net, tokenizer)
 
@@ -492,7 +492,7 @@ class GenerationTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        from taskhead.backbones import SAFE_LOADING
+        from taskhead.engine.backbones import SAFE_LOADING
 
         auto = AutoModelForCausalLM if self.causal else AutoModelForSeq2SeqLM
         return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING)
@@ -547,8 +547,8 @@ class GenerationTask:
         """Generated token ids per feature (input order) and the mean teacher-forced loss when labelled."""
         import torch
 
-        from taskhead.devices import autocast_context
-        from taskhead.inference import length_sorted_batches, progress_bar
+        from taskhead.engine.devices import autocast_context
+        from taskhead.workflows.predict import length_sorted_batches, progress_bar
 
         n = len(features.inputs)
         generated: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
@@ -613,13 +613,13 @@ class GenerationTask:
         return predictions
 
     def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
-        from taskhead.generation_metrics import text_metrics
+        from taskhead.tasks.generation_metrics import text_metrics
 
         hyps = [p["generated"] for p in predictions]
         refs = [ex["targets"] for ex in examples]
         metrics: dict[str, Any] = text_metrics(hyps, refs, tokenize=self.options.metrics_tokenize)
         if self.qa:
-            from taskhead.squad_metrics import squad_scores
+            from taskhead.tasks.squad_metrics import squad_scores
 
             keys = [str(k) for k in range(len(examples))]
             qa = squad_scores(dict(zip(keys, hyps, strict=True)), dict(zip(keys, refs, strict=True)))

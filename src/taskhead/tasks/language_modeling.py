@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskhead.backbones import backbone_dir
+from taskhead.engine.backbones import backbone_dir
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks.base import Example, Features, SplitSummary, directions
 
@@ -323,7 +323,7 @@ class LanguageModelingTask:
     # ------------------------------------------------------------------ model
 
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
-        from taskhead.modeling import no_classification_head, standard_head
+        from taskhead.engine.modeling import no_classification_head, standard_head
 
         no_classification_head(model, "language-modeling")
         objective = self._resolve_objective(backbone, model)
@@ -341,7 +341,7 @@ class LanguageModelingTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-        from taskhead.backbones import SAFE_LOADING
+        from taskhead.engine.backbones import SAFE_LOADING
 
         auto = AutoModelForMaskedLM if self.masked else AutoModelForCausalLM
         return auto.from_pretrained(directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING)
@@ -378,8 +378,8 @@ class LanguageModelingTask:
         import torch.nn.functional as F
 
         from taskhead.data.collate import PadCollator
-        from taskhead.devices import autocast_context
-        from taskhead.inference import length_sorted_batches, progress_bar
+        from taskhead.engine.devices import autocast_context
+        from taskhead.workflows.predict import length_sorted_batches, progress_bar
 
         tokenizer = self.tokenizer
         n = len(features.inputs)

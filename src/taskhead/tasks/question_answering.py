@@ -299,7 +299,7 @@ class QuestionAnsweringTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
-        from taskhead.modeling import standard_head
+        from taskhead.engine.modeling import standard_head
 
         net = standard_head(AutoModelForQuestionAnswering, backbone, model, tokenizer, "question answering")
         return mask_padded_positions(net)
@@ -310,7 +310,7 @@ class QuestionAnsweringTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
-        from taskhead.backbones import SAFE_LOADING
+        from taskhead.engine.backbones import SAFE_LOADING
 
         common = {"trust_remote_code": model.trust_remote_code, **SAFE_LOADING}
         net = AutoModelForQuestionAnswering.from_pretrained(directory, **common)
@@ -391,7 +391,7 @@ class QuestionAnsweringTask:
         return [""] if ex.get("is_impossible") or not ex.get("answers") else [t for t, _ in ex["answers"]]
 
     def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
-        from taskhead.squad_metrics import squad_scores
+        from taskhead.tasks.squad_metrics import squad_scores
 
         keys = [str(k) for k in range(len(examples))]  # positions: ids may repeat across files
         return squad_scores(
@@ -405,7 +405,7 @@ class QuestionAnsweringTask:
         """Choose the null threshold that maximises F1 on the eval set (SQuAD v2's best-threshold search)."""
         if not (self.allow_no_answer and self.options.tune_null_threshold):
             return {}
-        from taskhead.squad_metrics import best_null_threshold, question_scores
+        from taskhead.tasks.squad_metrics import best_null_threshold, question_scores
 
         diffs, gain = [], []
         for ex, (cands, null) in zip(

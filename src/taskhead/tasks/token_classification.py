@@ -288,7 +288,7 @@ class TokenClassificationTask:
     # ------------------------------------------------------------------ labels and schemes
 
     def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
-        from taskhead.tagging import (
+        from taskhead.tasks.tagging import (
             continuation,
             convert,
             detect_scheme,
@@ -378,7 +378,7 @@ class TokenClassificationTask:
         return warnings
 
     def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
-        from taskhead.tagging import entities, type_name
+        from taskhead.tasks.tagging import entities, type_name
 
         dist: Counter[str] = Counter()
         for ex in examples:
@@ -395,7 +395,7 @@ class TokenClassificationTask:
     # ------------------------------------------------------------------ encoding
 
     def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
-        from taskhead.tagging import continuation
+        from taskhead.tasks.tagging import continuation
 
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
@@ -482,7 +482,7 @@ class TokenClassificationTask:
     def build_model(self, backbone: str, model: ModelConfig, tokenizer: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        from taskhead.modeling import labelled_head
+        from taskhead.engine.modeling import labelled_head
 
         extra = {"classifier_dropout": model.head_dropout} if model.head_dropout is not None else {}
         # a fine-tuned tagging head in the backbone is reused with its rows matched by tag name
@@ -502,7 +502,7 @@ class TokenClassificationTask:
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        from taskhead.backbones import SAFE_LOADING
+        from taskhead.engine.backbones import SAFE_LOADING
 
         return AutoModelForTokenClassification.from_pretrained(
             directory, trust_remote_code=model.trust_remote_code, **SAFE_LOADING
@@ -559,7 +559,7 @@ class TokenClassificationTask:
     def decode(
         self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]
     ) -> list[dict[str, Any]]:
-        from taskhead.tagging import entities, type_name
+        from taskhead.tasks.tagging import entities, type_name
 
         predictions = []
         for ex, probs in zip(
@@ -653,7 +653,7 @@ def _text_and_offsets(ex: Example) -> tuple[str, list[tuple[int, int]]]:
 
 def _transitions(labels: list[str], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which tags may start a sentence, follow each tag, and end a sentence, in ``scheme``."""
-    from taskhead.tagging import split_tag
+    from taskhead.tasks.tagging import split_tag
 
     parts = [split_tag(tag) for tag in labels]
     n = len(labels)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from taskhead.devices import autocast_context, bf16_supported, resolve_device
+from taskhead.engine.devices import autocast_context, bf16_supported, resolve_device
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks.base import Example, Features
 
@@ -165,10 +165,10 @@ class Predictor:
         """
         from transformers import AutoTokenizer
 
-        from taskhead.backbones import check_remote_code, check_safetensors, quiet_loading
         from taskhead.config import RunConfig
-        from taskhead.rundir import read_meta
+        from taskhead.engine.backbones import check_remote_code, check_safetensors, quiet_loading
         from taskhead.tasks import build_task
+        from taskhead.workflows.rundir import read_meta
 
         self.run_dir = Path(run_dir)
         self.meta = read_meta(self.run_dir)
@@ -182,7 +182,7 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.backend = backend
         if backend == "onnx":  # ONNX Runtime on the CPU stands in for the torch module in forward_outputs
-            from taskhead.export import load_onnx_model
+            from taskhead.workflows.export import load_onnx_model
 
             if device not in ("auto", "cpu"):
                 raise ConfigError(
@@ -585,7 +585,7 @@ def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str
     if loss is not None:
         metrics["loss"] = loss
         if getattr(task, "reports_perplexity", False):
-            from taskhead.generation_metrics import perplexity
+            from taskhead.tasks.generation_metrics import perplexity
 
             metrics["perplexity"] = perplexity(loss)
     return metrics

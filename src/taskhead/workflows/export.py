@@ -103,8 +103,8 @@ def export_onnx(
             whose outputs differ from PyTorch's beyond ``ATOL`` / ``RTOL``.
         UnsafeWeightsError, ConfigError: pickle-only weights; remote code not trusted (see ``Predictor``).
     """
-    from taskhead.inference import Predictor
-    from taskhead.rundir import Kind, atomic_write_json, check_replaceable, replace_dir
+    from taskhead.workflows.predict import Predictor
+    from taskhead.workflows.rundir import Kind, atomic_write_json, check_replaceable, replace_dir
 
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize: expected 'int8' or none, got {quantize!r}")
@@ -153,7 +153,7 @@ def export_onnx(
 
 
 def _versions() -> dict[str, str]:
-    from taskhead.rundir import library_versions
+    from taskhead.workflows.rundir import library_versions
 
     versions = library_versions()
     for lib in ("onnx", "onnxruntime"):
@@ -399,7 +399,7 @@ def load_onnx_model(
     Raises:
         ExportError: no export, no model of that variant, or an export of other weights than the run's.
     """
-    from taskhead.rundir import warn_leftovers
+    from taskhead.workflows.rundir import warn_leftovers
 
     directory = Path(onnx_dir) if onnx_dir is not None else run_dir / "onnx"
     warn_leftovers(directory)

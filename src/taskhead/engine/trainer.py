@@ -14,7 +14,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
 from taskhead.evaluation import scalar_metrics
-from taskhead.inference import add_loss, forward_outputs
+from taskhead.workflows.predict import add_loss, forward_outputs
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig
@@ -128,7 +128,7 @@ class TaskheadTrainer(Trainer):
         self.train_features = train_features
         self.eval_split = eval_split
         self.precision = precision
-        self.packing = packing  # random batches computed on packed rows (taskhead.packing)
+        self.packing = packing  # random batches computed on packed rows (taskhead.engine.packing)
         self.group_by_length = group_by_length and not packing
         # the command a failed checkpoint save tells the user to run again (with --resume) once fixed
         self.train_command = "taskhead train CONFIG"
@@ -152,7 +152,7 @@ class TaskheadTrainer(Trainer):
         try:
             super()._save_checkpoint(model, trial)
         except Exception as exc:
-            from taskhead import checkpoints as ck
+            from taskhead.engine import checkpoints as ck
             from taskhead.errors import SaveError
 
             folder = Path(self._get_output_dir(trial=trial))
@@ -190,7 +190,7 @@ class TaskheadTrainer(Trainer):
         # packed only on the unwrapped model (a DDP wrapper must see the forward call to reduce gradients)
         if not (self.packing and model.training and self.accelerator.unwrap_model(model) is model):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        from taskhead.packing import packed_forward
+        from taskhead.engine.packing import packed_forward
 
         labels = inputs.pop("labels")
         with self.accelerator.autocast():

@@ -28,7 +28,7 @@ ATTENTION = {"sdpa", "eager"}
 
 def _parts(model: Any) -> tuple[Any, str] | None:
     """The encoder of a packable model and the kind of head on top (``pooled``, ``bert``, ``roberta``)."""
-    from taskhead.modeling import PooledClassifier
+    from taskhead.engine.modeling import PooledClassifier
 
     if isinstance(model, PooledClassifier):
         return model.encoder, "pooled"
@@ -117,7 +117,7 @@ def packed_forward(model: Any, inputs: dict[str, torch.Tensor]) -> SequenceClass
     index = torch.where(valid, start[:, None] + pos, torch.zeros_like(pos)).reshape(-1)
     states = hidden.reshape(rows * width, -1).index_select(0, index).view(n, length, -1)
     if head == "pooled":
-        from taskhead.modeling import pool
+        from taskhead.engine.modeling import pool
 
         logits = model.head(pool(states, mask, model.pooling))
     elif head == "bert":

@@ -19,9 +19,9 @@ from taskhead.console import (
     warn,
     weights_text,
 )
-from taskhead.data.splits import validate
 from taskhead.errors import ConfigError, RunDirError
-from taskhead.rundir import (
+from taskhead.tasks.base import Example, Features, Task
+from taskhead.workflows.rundir import (
     FORMAT_VERSION,
     META_FILE,
     Staging,
@@ -30,7 +30,7 @@ from taskhead.rundir import (
     atomic_write_text,
     replace_dir,
 )
-from taskhead.tasks.base import Example, Features, Task
+from taskhead.workflows.validate import validate
 
 CHECKPOINTS = "checkpoints"
 DEFAULT_MESSAGES = {
@@ -54,7 +54,7 @@ class Run:
 
     def load(self, **kwargs: Any) -> Any:
         """A Predictor over the saved run directory (``Predictor``'s keyword arguments)."""
-        from taskhead.inference import Predictor
+        from taskhead.workflows.predict import Predictor
 
         return Predictor(self.run_dir, **kwargs)
 
@@ -65,7 +65,7 @@ class Run:
         Raises:
             RunDirError: a Run without its model (another rank of a multi-process run).
         """
-        from taskhead.inference import Predictor
+        from taskhead.workflows.predict import Predictor
 
         if self.model is None:
             raise RunDirError(f"{self.run_dir}: this Run holds no trained model (not rank 0); load() it")
@@ -113,9 +113,9 @@ def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[
         RunDirError: a folder that is not a taskhead run, a finished run without --overwrite/--resume,
             --resume without a complete checkpoint, a folder that cannot be written.
     """
-    from taskhead.checkpoints import last_complete
     from taskhead.console import process_rank
-    from taskhead.rundir import RUN, check_replaceable, clean_leftovers
+    from taskhead.engine.checkpoints import last_complete
+    from taskhead.workflows.rundir import RUN, check_replaceable, clean_leftovers
 
     rank = process_rank()
     if rank == 0:
@@ -168,7 +168,7 @@ def _world_size() -> int:
 
 
 def _newest_complete(folder: Path) -> Path | None:
-    from taskhead.checkpoints import checkpoints, is_complete
+    from taskhead.engine.checkpoints import checkpoints, is_complete
 
     return next((c for c in checkpoints(folder) if is_complete(c)), None)
 
@@ -233,8 +233,8 @@ def _backbone(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, r
     """The backbone directory: resolved from ``model.backbone``, or built from the training data."""
     if cfg.model.backbone.lower() != "scratch":
         return str(resolve(cfg.model.backbone))
-    from taskhead import scratch
     from taskhead.config import ScratchConfig
+    from taskhead.workflows import scratch
 
     return scratch.build(
         cfg.model.scratch or ScratchConfig(),
@@ -257,7 +257,7 @@ def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
     packed rows (classification), the model supports it, the run is one process and ``group_by_length`` is
     not explicitly on."""
     from taskhead.console import process_count
-    from taskhead.packing import unsupported_reason
+    from taskhead.engine.packing import unsupported_reason
 
     distributed = process_count() > 1
     if cfg.train.packing is None:
@@ -343,7 +343,7 @@ def train(
         else:
             staging.release()
         if isinstance(exc, SaveError):  # its advice (resume the staging folder) no longer applies
-            from taskhead.checkpoints import write_failure
+            from taskhead.engine.checkpoints import write_failure
 
             cause = write_failure(exc.__cause__ or exc, staging.path) or ("the file system refused", None)
             raise SaveError(
@@ -374,10 +374,10 @@ def _train(
 
     from transformers import set_seed
 
-    from taskhead.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
     from taskhead.console import process_rank
-    from taskhead.devices import cpu_buffers_kept, resolve_device, resolve_precision
-    from taskhead.trainer import (
+    from taskhead.engine.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
+    from taskhead.engine.devices import cpu_buffers_kept, resolve_device, resolve_precision
+    from taskhead.engine.trainer import (
         ListDataset,
         TaskheadTrainer,
         TimeBudgetCallback,
@@ -487,7 +487,7 @@ def _train(
     info(weights_text(weights))
     metrics.update(_score_splits(trainer, task, splits, features))
     metrics["history"] = trainer.state.log_history
-    from taskhead.checkpoints import disk_usage, disk_usage_text, explained_save_errors
+    from taskhead.engine.checkpoints import disk_usage, disk_usage_text, explained_save_errors
 
     with no_hf_progress_bars(), explained_save_errors(work_dir, command=command):
         _write_run(
@@ -575,7 +575,7 @@ def _score_splits(
     (multi-label thresholds, the QA null threshold), the eval split is scored with the configured values
     (``eval_before_tuning``), tuned, and scored again: ``eval`` is then on the tuning set itself, and the
     test split is scored with the tuned values (held-out data)."""
-    from taskhead.inference import add_loss
+    from taskhead.workflows.predict import add_loss
 
     metrics: dict[str, Any] = {}
     for name in ("eval", "test"):
@@ -615,7 +615,7 @@ def _write_run(
     """Write the run directory; taskhead.json last, so that only a complete run is ever loadable.
 
     ``final_dir``: where the folder ends up when ``run_dir`` is a staging folder (the files name it)."""
-    from taskhead.rundir import library_versions, model_card
+    from taskhead.workflows.rundir import library_versions, model_card
 
     (run_dir / META_FILE).unlink(missing_ok=True)
 

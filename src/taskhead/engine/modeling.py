@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from taskhead.backbones import SAFE_LOADING
+from taskhead.engine.backbones import SAFE_LOADING
 
 HEAD_FILE = "head.safetensors"
 
