@@ -227,8 +227,10 @@ def _index_add(args: argparse.Namespace) -> int:
 def _index_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.retrieval.metrics import evaluate
-    from taskhead.workflows.rundir import atomic_write_json
+    from taskhead.workflows.rundir import atomic_write_json, check_output_file
 
+    if args.output:
+        check_output_file(args.output, "--output", [args.queries, args.qrels, args.beir])
     queries, qrels = _judged_queries(args)
     index = _load_index(args)
     ids = list(queries)
@@ -305,7 +307,7 @@ def _retrieve(
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from taskhead.workflows.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text, check_output_file
 
     if (args.query is None) == (args.queries is None):
         raise RetrievalError("search: give one query text or --queries FILE (not both)")
@@ -313,6 +315,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise RetrievalError(f"-k: expected a positive integer, found {args.k}")
     if args.output and not args.queries:
         raise RetrievalError("--output: only with --queries (a single query prints a table)")
+    if args.output:
+        check_output_file(args.output, "--output", [args.queries])
     index = _load_index(args)
     if args.query is not None:
         hits = _retrieve(args, index, [args.query], args.k)[0]
@@ -358,8 +362,9 @@ def _print_hits(query: str, hits: list[dict[str, Any]], similarity: str) -> None
 def _cmd_mine(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
     from taskhead.retrieval.mining import mine_triplets, read_pairs, summary
-    from taskhead.workflows.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text, check_output_file
 
+    check_output_file(args.out, "--out", [args.pairs, args.corpus])
     pairs = read_pairs(args.pairs, anchor_column=args.anchor_column, positive_column=args.positive_column)
     if (Path(args.corpus) / "index.json").is_file():
         index = Index.load(args.corpus, model=args.model, **_encoder_kwargs(args))

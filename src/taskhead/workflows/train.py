@@ -23,12 +23,15 @@ from taskhead.errors import ConfigError, RunDirError
 from taskhead.tasks.base import Example, Features, Task
 from taskhead.workflows.rundir import (
     FORMAT_VERSION,
+    MANIFEST,
     META_FILE,
     Staging,
     apply_umask,
     atomic_write_json,
     atomic_write_text,
+    real,
     replace_dir,
+    written_files,
 )
 from taskhead.workflows.validate import validate
 
@@ -143,9 +146,14 @@ def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[
             f"continue it, or choose another output_dir"
         )
     try:
-        if run_dir.is_dir() and any(
-            run_dir.iterdir()
-        ):  # --overwrite: the old run stays until the new is done
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            # --overwrite: the new run is trained beside the old one, which stays until the new is complete
+            here = Path.cwd().resolve()
+            if here == real(run_dir) or real(run_dir) in here.parents:
+                raise RunDirError(
+                    f"output_dir {run_dir}: holds your current folder {here}; --overwrite swaps the whole "
+                    f"folder, so run it from outside (cd {real(run_dir).parent})"
+                )
             token = None  # this process; the processes of a distributed run share one folder by its run id
             if _world_size() > 1:
                 token = os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
@@ -632,6 +640,7 @@ def _write_run(
         "task_state": task.state(),
         "config": cfg.to_yaml_dict(),
         "run_dir": str(final_dir or run_dir),
+        MANIFEST: written_files(run_dir),
         "versions": library_versions(),
         **meta_extra,
     }
