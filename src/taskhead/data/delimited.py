@@ -12,11 +12,11 @@ import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from taskhead.data.readers import LINE_BREAK, Row
+from taskhead.data.rows import LINE_BREAK, Row
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:
-    from taskhead.data.readers import TableStream
+    from taskhead.data.rows import TableStream
 
 
 def delimited_rows(

@@ -10,9 +10,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from taskhead.data.readers import Row, TableStream
+from taskhead.data.rows import Row, TableStream
 from taskhead.errors import DataError
 
+# json.loads raises RecursionError past the interpreter's recursion limit (about 1,000 levels): the bound
 TOO_DEEP = "JSON nested too deeply (arrays/objects within each other beyond about 1,000 levels)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

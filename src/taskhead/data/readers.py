@@ -21,11 +21,13 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from taskhead.data.delimited import delimited_rows
+from taskhead.data.json_readers import json_rows
+from taskhead.data.rows import LINE_BREAK, Row, Table, TableStream
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:
@@ -44,70 +46,6 @@ FORMATS_BY_SUFFIX = {
 }
 
 
-@dataclass(slots=True)  # no per-row __dict__: a file's rows are held at once (about 100 bytes a row less)
-class Row:
-    """One record of a data file: its values by column name and where it was found."""
-
-    values: dict[str, Any]
-    where: int | str  # line number, or "record N"
-
-
-@dataclass
-class Table:
-    path: str
-    columns: list[str]
-    rows: list[Row] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not self.rows
-
-    def loc(self, row: Row) -> str:
-        """``file:LINE`` or ``file (record N)``."""
-        return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
-
-
-class TableStream:
-    """The rows of a data file as they are read, once: iterating reads the file (the whole file is never
-    held as one text, except a JSON array, which is one value). ``columns`` grows as rows are read (JSON
-    Lines: the union of the keys so far); ``count`` is the number of rows given so far.
-
-    Iterating raises DataError where the file cannot be read or decoded (when that point is reached) and,
-    after the last row, for the malformed lines or records it met (the rows between are still given).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.count = 0
-        self._columns: dict[str, None] = {}
-        self._rows: Iterator[Row] | None = None
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self._columns)
-
-    @property
-    def empty(self) -> bool:
-        return self.count == 0
-
-    def add_columns(self, names: Iterable[str]) -> None:
-        self._columns.update(dict.fromkeys(names))
-
-    def loc(self, row: Row) -> str:
-        """``file:LINE`` or ``file (record N)``."""
-        return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
-
-    def __iter__(self) -> Iterator[Row]:
-        rows, self._rows = self._rows, None
-        if rows is None:
-            raise RuntimeError(f"{self.path}: a TableStream is read once")
-        for row in rows:
-            self.count += 1
-            yield row
-
-
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
-# json.loads raises RecursionError past the interpreter's recursion limit (about 1,000 levels): the bound
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
@@ -398,14 +336,10 @@ def stream_table(
     if fmt == "parquet":
         table._rows = _parquet_rows(table, Path(path))
     elif fmt == "jsonl":
-        from taskhead.data.json_readers import json_rows
-
         table._rows = json_rows(table, text_lines(path, encoding), max_errors)
     elif fmt == "text":
         table._rows = _text_rows(table, text_lines(path, encoding), text_column)
     else:
-        from taskhead.data.delimited import delimited_rows
-
         lines = text_lines(path, encoding)
         delimiter = "," if fmt == "csv" else "\t"
         table._rows = delimited_rows(table, lines, delimiter, header, quoting, max_errors)
