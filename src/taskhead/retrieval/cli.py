@@ -16,6 +16,39 @@ from taskhead.errors import RetrievalError
 
 def register(subparsers: Any) -> dict[str, Any]:
     """Add the retrieval commands to ``taskhead``'s sub-parsers; returns ``{command: handler}``."""
+    _index_commands(subparsers)
+    s = subparsers.add_parser("search", help="search an index with one query or a file of queries")
+    s.add_argument("index_dir")
+    s.add_argument("query", nargs="?", help="query text (or use --queries)")
+    s.add_argument("--queries", help="queries file: JSON Lines, TSV, CSV or text (one query per line)")
+    s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    s.add_argument("--output", "-o", help="JSON Lines output for --queries (default: standard output)")
+    _rerank_options(s)
+    _encoder_options(s, model=True)
+
+    m = subparsers.add_parser("mine", help="hard negatives: (anchor, positive) pairs -> triplets")
+    m.add_argument("pairs", help="CSV/TSV/JSON Lines file with anchor and positive columns")
+    m.add_argument("corpus", help="corpus file, BEIR folder or index directory to draw negatives from")
+    m.add_argument("--model", help="MODEL_OR_RUN (required unless CORPUS is an index directory)")
+    m.add_argument("--out", required=True, help="triplets JSON Lines file to write")
+    m.add_argument("--negatives", type=int, default=1, help="negatives per pair (default: 1)")
+    m.add_argument("--range-min", type=int, default=0, help="skip the best N candidates (default: 0)")
+    m.add_argument("--range-max", type=int, default=50, help="consider ranks up to N (default: 50)")
+    m.add_argument(
+        "--margin",
+        type=_margin,
+        default=0.95,
+        help="drop candidates scored above positive_score * MARGIN (default 0.95; 'none' keeps them)",
+    )
+    m.add_argument("--anchor-column", default="anchor")
+    m.add_argument("--positive-column", default="positive")
+    _corpus_options(m)
+    _encoder_options(m)
+    return {"index": _cmd_index, "search": _cmd_search, "mine": _cmd_mine}
+
+
+def _index_commands(subparsers: Any) -> None:
+    """``taskhead index build | add | evaluate``."""
     idx = subparsers.add_parser("index", help="build, extend or evaluate an embedding index")
     actions = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
 
@@ -48,35 +81,6 @@ def register(subparsers: Any) -> dict[str, Any]:
     e.add_argument("--output", "-o", help="write mean and per-query metrics as JSON")
     _rerank_options(e)
     _encoder_options(e, model=True)
-
-    s = subparsers.add_parser("search", help="search an index with one query or a file of queries")
-    s.add_argument("index_dir")
-    s.add_argument("query", nargs="?", help="query text (or use --queries)")
-    s.add_argument("--queries", help="queries file: JSON Lines, TSV, CSV or text (one query per line)")
-    s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
-    s.add_argument("--output", "-o", help="JSON Lines output for --queries (default: standard output)")
-    _rerank_options(s)
-    _encoder_options(s, model=True)
-
-    m = subparsers.add_parser("mine", help="hard negatives: (anchor, positive) pairs -> triplets")
-    m.add_argument("pairs", help="CSV/TSV/JSON Lines file with anchor and positive columns")
-    m.add_argument("corpus", help="corpus file, BEIR folder or index directory to draw negatives from")
-    m.add_argument("--model", help="MODEL_OR_RUN (required unless CORPUS is an index directory)")
-    m.add_argument("--out", required=True, help="triplets JSON Lines file to write")
-    m.add_argument("--negatives", type=int, default=1, help="negatives per pair (default: 1)")
-    m.add_argument("--range-min", type=int, default=0, help="skip the best N candidates (default: 0)")
-    m.add_argument("--range-max", type=int, default=50, help="consider ranks up to N (default: 50)")
-    m.add_argument(
-        "--margin",
-        type=_margin,
-        default=0.95,
-        help="drop candidates scored above positive_score * MARGIN (default 0.95; 'none' keeps them)",
-    )
-    m.add_argument("--anchor-column", default="anchor")
-    m.add_argument("--positive-column", default="positive")
-    _corpus_options(m)
-    _encoder_options(m)
-    return {"index": _cmd_index, "search": _cmd_search, "mine": _cmd_mine}
 
 
 def _margin(value: str) -> float | None:

@@ -18,6 +18,7 @@ import torch
 
 from taskhead.engine.devices import autocast_context, bf16_supported, resolve_device
 from taskhead.errors import ConfigError, DataError
+from taskhead.evaluation import score_outputs
 from taskhead.tasks.base import Example, Features
 
 
@@ -311,7 +312,7 @@ class Predictor:
         """The task's example for one input; dicts may use the run's training column names (``columns``,
         default the run's ``data.columns``) or the generic names (``text``/``text_pair``,
         ``question``/``context``, ``source``)."""
-        from taskhead.data.readers import lone_surrogate
+        from taskhead.data.json_readers import lone_surrogate
 
         found = lone_surrogate(record)
         if found is not None:
@@ -496,8 +497,7 @@ class Predictor:
         outputs, features, loss = self._run(
             examples, with_loss=True, task=task, precision=self.eval_precision
         )
-        metrics = task.score(task.decode(outputs, features, examples), examples)
-        return add_loss(metrics, loss, task)
+        return score_outputs(task, outputs, features, examples, loss)  # the scorer of training's evaluation
 
 
 GENERIC_NAMES = ("id", "text", "text_pair", "question", "context", "source", "tokens")
@@ -578,14 +578,3 @@ def _with_blank_lines(predictions: list[dict[str, Any]], lines: list[str]) -> li
     line, all in line order: one output per line of the file."""
     blank = [{"line": n, "error": "empty text"} for n, line in enumerate(lines, 1) if not line.strip()]
     return sorted([*predictions, *blank], key=lambda p: p.get("line", 0))
-
-
-def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:
-    """The mean loss of a labelled split, and its perplexity for tasks that report one (language models)."""
-    if loss is not None:
-        metrics["loss"] = loss
-        if getattr(task, "reports_perplexity", False):
-            from taskhead.tasks.generation_metrics import perplexity
-
-            metrics["perplexity"] = perplexity(loss)
-    return metrics
