@@ -28,6 +28,12 @@ def state_step(checkpoint: Path) -> int:
     return json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
 
 
+def staged(run_dir: Path) -> Path:
+    """The one staging folder beside ``run_dir`` a killed or failed training kept for --resume."""
+    (folder,) = run_dir.parent.glob(f".{run_dir.name}.taskhead-tmp-*")
+    return folder
+
+
 def temp_entries(run_dir: Path) -> list[str]:
     """Names of hidden (temporary) entries anywhere under the run directory."""
     return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob(".*"))
@@ -50,12 +56,13 @@ def test_resume_of_a_finished_unsaved_run_takes_no_extra_step(
     with pytest.raises(Killed):
         taskhead.train(config, quiet=True)
     monkeypatch.undo()
-    folder = tmp_path / "run" / "checkpoints"
-    last = ck.newest_complete(folder)
+    last = ck.newest_complete(staged(tmp_path / "run") / "checkpoints")  # trained beside the path, kept
     assert last is not None and last.name == f"checkpoint-{steps}" and state_step(last) == steps
-    assert not (tmp_path / "run" / "taskhead.json").exists()
+    assert not (tmp_path / "run").exists()  # nothing at the path until a run is complete
 
     run = taskhead.train(config, resume=True, quiet=True)
+    folder = tmp_path / "run" / "checkpoints"
+    last = folder / last.name  # swapped in with the run
     assert run.metrics["train"]["steps"] == steps  # max_steps mid-epoch: the Trainer used to run step 7
     assert run.metrics["train"]["resumed_from"] == f"checkpoint-{steps}"
     assert "train_loss" not in run.metrics["train"]  # no step ran in this call: no loss of its own
@@ -90,9 +97,9 @@ def test_full_disk_during_a_checkpoint_removes_it_and_says_how_to_resume(
     config = tiny_config(tiny_backbone, sentiment_data, tmp_path / "run", train=STEPS)
     full = OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(torch, "save", fail_on("checkpoint-6/optimizer.pt", full))
-    folder = tmp_path / "run" / "checkpoints"
     with pytest.raises(SaveError) as raised:
         taskhead.train(config, quiet=True)
+    folder = staged(tmp_path / "run") / "checkpoints"
     held = ck.human_bytes(ck.folder_bytes(folder))
     assert str(raised.value) == (
         f"{folder / 'checkpoint-6'}: no space left on device while saving a checkpoint; removed the partial "
@@ -106,7 +113,7 @@ def test_full_disk_during_a_checkpoint_removes_it_and_says_how_to_resume(
     run = taskhead.train(config, resume=True, quiet=True)  # the next step the message names works
     assert run.metrics["train"]["steps"] == 6 and run.metrics["train"]["resumed_from"] == "checkpoint-3"
     assert "train_loss" in run.metrics["train"]  # steps 4-6 ran in this call
-    assert temp_entries(run.run_dir) == []
+    assert temp_entries(run.run_dir) == [] and not folder.exists()
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("checkpoints/ "))
     usage = run.metrics["train"]["disk"]
     assert usage["checkpoints"] == 2 and usage["model_bytes"] == ck.folder_bytes(run.run_dir / "model")
@@ -127,15 +134,18 @@ def test_unwritable_checkpoint_folder_is_one_cli_line_naming_the_folder(
     path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
     denied = PermissionError(errno.EACCES, "Permission denied")
     monkeypatch.setattr(torch, "save", fail_on("checkpoint-3/rng_state", denied))
-    folder = tmp_path / "run" / "checkpoints"
+    run_dir = tmp_path / "run"
     assert main(["train", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and [x for x in err.splitlines() if x.startswith("error:")] == [
-        f"error: {folder / 'checkpoint-3'}: permission denied while saving a checkpoint; removed the partial "
-        f"write; make {folder} writable (or choose another output_dir), then train again with taskhead train "
-        f"{path} --overwrite"  # no checkpoint to resume from yet
-    ]
-    assert list(folder.iterdir()) == []
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "Traceback" not in err and line.startswith(
+        f"error: {run_dir}: permission denied while training it "
+    )
+    assert line.endswith(  # no checkpoint to resume from yet
+        f"removed the partial run; make {tmp_path} writable (or another output_dir), then train again with "
+        f"taskhead train {path}"
+    )
+    assert not run_dir.exists() and not list(tmp_path.glob(".run.taskhead-*"))
     monkeypatch.undo()
     assert taskhead.train(str(path), overwrite=True, quiet=True).metrics["train"]["steps"] == 6  # as advised
 
@@ -159,13 +169,14 @@ def test_full_disk_while_writing_the_run_directory_removes_the_partial_model(
     run_dir = tmp_path / "run"
     with pytest.raises(SaveError) as raised:
         taskhead.train(str(path), quiet=True)
-    held = ck.human_bytes(ck.folder_bytes(run_dir / "checkpoints"))
+    work = staged(run_dir)  # the run is written beside the path, then swapped in: kept for --resume
+    held = ck.human_bytes(ck.folder_bytes(work / "checkpoints"))
     assert str(raised.value) == (
-        f"{run_dir}: no space left on device while saving the run directory; removed the partial write; "
+        f"{work}: no space left on device while saving the run directory; removed the partial write; "
         f"free space (checkpoints/ holds {held}), then resume with taskhead train {path} --resume"
     )
-    assert temp_entries(run_dir) == [] and not (run_dir / "model").exists()
-    assert not (run_dir / "taskhead.json").exists()
+    assert temp_entries(work) == [] and not (work / "model").exists()
+    assert not run_dir.exists()
 
     monkeypatch.undo()
     run = taskhead.train(str(path), resume=True, quiet=True)

@@ -145,13 +145,12 @@ def test_overwrite_keeps_the_old_run_loadable_until_the_new_one_is_complete(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(training, "_write_run", write_then_fail)
-    with pytest.raises(
-        SaveError, match=r"no space left on device while writing the new run .* old run is unchanged"
-    ):
+    with pytest.raises(SaveError, match=r"no space left on device while saving the run directory"):
         taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})
     assert seen["during"] == old_predictions
     assert _snapshot(run_dir) == old  # a failed overwrite leaves the old run as it was
-    assert _siblings(run_dir) == []  # and nothing half-written beside it
+    (kept,) = _siblings(run_dir)  # and the new one's checkpoints beside it, for --resume
+    assert kept.startswith(".run.taskhead-tmp-") and (tmp_path / kept / "checkpoints").is_dir()
     monkeypatch.setattr(training, "_write_run", real_write_run)
 
     taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})

@@ -16,9 +16,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,15 +63,19 @@ def _file_mode(path: Path) -> int:
 
 
 def apply_umask(folder: Path) -> None:
-    """Give every folder and file under ``folder`` (itself included) the mode the umask allows (0o777 / 0o666
-    less the umask). Libraries write some outputs through ``mkstemp`` (transformers' ``save_pretrained``:
-    0o600), which would hide a run from teammates on a shared disk."""
+    """Add to every folder and file under ``folder`` (itself included) the permission bits the umask allows
+    (0o777 / 0o666 less the umask), never taking any away (a group folder's setgid bit stays). Libraries
+    write some outputs through ``mkstemp`` (transformers' ``save_pretrained``: 0o600), which would hide a
+    run from teammates on a shared disk."""
     mask = current_umask()
     for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
         try:
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            wanted = (0o777 if stat.S_ISDIR(st.st_mode) else 0o666) & ~mask
+            if st.st_mode & wanted != wanted:
+                os.chmod(path, stat.S_IMODE(st.st_mode) | wanted)
         except OSError:
             continue
 
@@ -190,10 +195,13 @@ class Staging:
         shutil.rmtree(self.path, ignore_errors=True)
         self.release()
 
-    def release(self) -> None:
-        """Let go of the lock without touching the folder (the other processes of a distributed run)."""
+    def release(self, keep: bool = False) -> None:
+        """Let go of the lock without touching the folder (the other processes of a distributed run).
+        ``keep``: the folder stays for ``--resume``; its lock file stays too, unlocked, which marks it as no
+        live process's (even this one's, in a notebook that trains again)."""
         if not self._lock.closed:
-            Path(self._lock.name).unlink(missing_ok=True)
+            if not keep:
+                Path(self._lock.name).unlink(missing_ok=True)
             self._lock.close()
 
 
@@ -277,10 +285,10 @@ def recover(target: Path) -> None:
                 return
 
 
-def _remove_dead_leftovers(target: Path) -> list[Path]:
+def _remove_dead_leftovers(target: Path, keep: Collection[str] = ()) -> list[Path]:
     removed = []
     for token, entries in _leftovers(target).items():
-        if _alive(target, token, entries):
+        if token in keep or _alive(target, token, entries):
             continue
         lock = _sibling(target, "lock", token)
         for entry in sorted(entries, key=lambda e: e == lock):  # the lock last
@@ -289,16 +297,62 @@ def _remove_dead_leftovers(target: Path) -> list[Path]:
     return removed
 
 
-def clean_leftovers(target: Path) -> list[Path]:
+def clean_leftovers(target: Path, keep: Collection[str] = ()) -> list[Path]:
     """Put back a ``target`` lost between two renames (``recover``), then remove what killed writers left
-    beside it: the folders and files no live process holds. Returns the removed paths (for a report)."""
+    beside it: the folders and files no live process holds, except those of the tokens in ``keep``. Returns
+    the removed paths (for a report)."""
     target = real(target)
     recover(target)
     return [
         p
-        for p in _remove_dead_leftovers(target)
-        if not p.name.endswith(".tmp") and TEMP.match(p.name)["kind"] != "lock"
+        for p in _remove_dead_leftovers(target, keep)
+        if not p.name.endswith(".tmp") and TEMP.match(p.name)["kind"] != "lock"  # type: ignore[index]
     ]
+
+
+def killed_stagings(target: Path, include_live: bool = False) -> dict[str, Path]:
+    """Staging folders beside ``target`` that no live process holds and that hold training checkpoints
+    (a killed ``train``): token -> folder, newest first. ``--resume`` continues the newest; a plain train
+    refuses to discard them; ``--overwrite`` removes them. ``include_live``: also those a live process holds
+    (the other ranks of a distributed run, whose rank 0 has adopted one already)."""
+    target = real(target)
+    found = []
+    for token, entries in _leftovers(target).items():
+        folder = _sibling(target, "tmp", token)
+        trained = folder in entries and any(p.is_dir() for p in (folder / "checkpoints").glob("checkpoint-*"))
+        if trained and (include_live or not _alive(target, token, entries)):
+            found.append((folder.stat().st_mtime, token, folder))
+    return {token: folder for _, token, folder in sorted(found, reverse=True)}
+
+
+class WriterLock:
+    """One writer per output path: an exclusive lock on ``.NAME.taskhead-lock-writer`` beside ``target``,
+    held from the checks to the final swap, so that a second ``train`` into the same folder stops at once
+    instead of replacing the first one's run. Released on ``release()`` or when the process ends (kill -9
+    included: the lock is the kernel's).
+
+    Raises:
+        RunDirError: another process holds it.
+    """
+
+    def __init__(self, target: Path) -> None:
+        target = real(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = _sibling(target, "lock", "writer")
+        self._fh = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise RunDirError(
+                f"{target}: another taskhead command is writing it (it holds {self.path.name}); wait for it "
+                f"to finish or choose another output_dir"
+            ) from None
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()
 
 
 def report_leftovers(target: Path) -> list[Path]:
@@ -456,16 +510,16 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     Raises:
         RunDirError: no folder, an unfinished run, malformed JSON, a newer format.
     """
-    warn_leftovers(run_dir)
+    killed = killed_stagings(run_dir)
+    if not killed:
+        warn_leftovers(run_dir)
     meta_path = run_dir / META_FILE
+    resumable = " (training did not finish; resume it with taskhead train CONFIG --resume)"
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found")
+        where = f"; a killed training left its checkpoints beside it{resumable}" if killed else ""
+        raise RunDirError(f"{run_dir}: run directory not found{where}")
     if not meta_path.is_file():
-        hint = (
-            " (training did not finish; resume it with taskhead train CONFIG --resume)"
-            if (run_dir / "checkpoints").is_dir()
-            else ""
-        )
+        hint = resumable if (run_dir / "checkpoints").is_dir() or killed else ""
         raise RunDirError(f"{run_dir}: not a finished taskhead run: {META_FILE} is missing{hint}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -97,68 +97,90 @@ def _merge_overrides(overrides: list[str] | dict[str, Any] | None, keywords: dic
 
 
 def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[Path | None, Staging | None]:
-    """Check (and prepare) the run directory; returns the checkpoint to resume from and, for
-    ``--overwrite`` of a folder that holds a run, the staging folder the new run is trained in (swapped in
-    when complete, so the old run stays loadable until then).
+    """Check the run directory; returns the checkpoint to resume from and the staging folder the run is
+    trained in: a locked folder beside ``run_dir``, swapped in when the run is complete, so that an old run
+    stays loadable until then and a killed training leaves nothing at ``run_dir``. ``--resume`` continues the
+    newest staging folder a killed training left (else, for runs trained in place, ``run_dir/checkpoints``).
 
-    A folder holding files taskhead did not write is refused, even with ``--overwrite`` (``--resume`` writes
-    only taskhead's own names into a folder that holds its checkpoints). In a multi-process
-    run only rank 0 prepares the directory; the others only find the checkpoint and share the staging folder.
+    A folder holding files taskhead did not write is refused, even with ``--overwrite``. In a multi-process
+    run only rank 0 cleans up; the others find the same checkpoint and share the staging folder.
 
     Raises:
-        RunDirError: a folder that is not a taskhead run, a finished run without --overwrite/--resume,
-            --resume without a complete checkpoint, a folder that cannot be written.
+        RunDirError: a folder that is not a taskhead run, a finished run or a killed training's checkpoints
+            without --overwrite/--resume, --resume without a complete checkpoint, a folder that cannot be
+            written, an --overwrite of the folder you are in.
     """
     from taskhead.console import process_rank
-    from taskhead.engine.checkpoints import last_complete
-    from taskhead.workflows.rundir import RUN, check_replaceable, clean_leftovers
+    from taskhead.workflows.rundir import RUN, check_replaceable, clean_leftovers, killed_stagings
 
     rank = process_rank()
+    killed = killed_stagings(run_dir, include_live=rank > 0)
     if rank == 0:
-        removed = clean_leftovers(run_dir)
+        removed = clean_leftovers(run_dir, keep=set() if overwrite else set(killed))
         if removed:
-            info(
-                f"{run_dir}: removed what an interrupted command left beside it: "
-                + ", ".join(p.name for p in removed)
-            )
+            names = ", ".join(p.name for p in removed)
+            info(f"{run_dir}: removed what interrupted commands left beside it: {names}")
     finished = (run_dir / META_FILE).exists()
     checkpoints = run_dir / CHECKPOINTS
-    if not resume:
-        check_replaceable(run_dir, RUN, "output_dir")
-    else:
-        last = last_complete(checkpoints) if rank == 0 else _newest_complete(checkpoints)
-        if last is None:
-            raise RunDirError(
-                f"{run_dir}: --resume: no complete checkpoint in {checkpoints}; start without --resume"
-            )
-        return last, None
+    if resume:
+        return _resume_point(run_dir, killed, rank)
+    check_replaceable(run_dir, RUN, "output_dir")
+    if killed and not overwrite:
+        raise RunDirError(
+            f"{run_dir}: a killed training left its checkpoints beside it "
+            f"({', '.join(p.name for p in killed.values())}); pass --resume to continue it, --overwrite to "
+            f"discard it"
+        )
     if (finished or checkpoints.exists()) and not overwrite:
         what = "a finished run" if finished else "checkpoints of an unfinished run"
         raise RunDirError(
             f"{run_dir}: already holds {what}; pass --overwrite to replace it, --resume to "
             f"continue it, or choose another output_dir"
         )
+    here = Path.cwd().resolve()
+    inside = here == real(run_dir) or real(run_dir) in here.parents
     try:
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            # --overwrite: the new run is trained beside the old one, which stays until the new is complete
-            here = Path.cwd().resolve()
-            if here == real(run_dir) or real(run_dir) in here.parents:
-                raise RunDirError(
-                    f"output_dir {run_dir}: holds your current folder {here}; --overwrite swaps the whole "
-                    f"folder, so run it from outside (cd {real(run_dir).parent})"
-                )
-            token = None  # this process; the processes of a distributed run share one folder by its run id
-            if _world_size() > 1:
-                token = os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
-            return None, Staging(run_dir, token)
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
+        if inside and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise RunDirError(
+                f"output_dir {run_dir}: holds your current folder {here}; --overwrite swaps the whole "
+                f"folder, so run it from outside (cd {real(run_dir).parent})"
+            )
+        if inside:  # an empty current folder: trained in place (swapping it would pull it from under you)
             probe = run_dir / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
+            return None, None
+        return None, Staging(run_dir, _run_token())
     except OSError as exc:
         raise RunDirError(f"{run_dir}: output_dir is not writable ({exc.strerror})") from None
-    return None, None
+
+
+def _resume_point(run_dir: Path, killed: dict[str, Path], rank: int) -> tuple[Path, Staging | None]:
+    """``--resume``: the newest complete checkpoint of the newest staging folder a killed training left
+    (adopted: training goes on there and is swapped in at the end), else of ``run_dir/checkpoints``."""
+    from taskhead.engine.checkpoints import last_complete
+
+    find = last_complete if rank == 0 else _newest_complete  # rank 0 alone sets incomplete ones aside
+    for token, folder in killed.items():
+        staging = Staging(run_dir, token)
+        last = find(folder / CHECKPOINTS)
+        if last is not None:
+            return last, staging
+        staging.release()
+    last = find(run_dir / CHECKPOINTS)
+    if last is None:
+        raise RunDirError(
+            f"{run_dir}: --resume: no complete checkpoint in {run_dir / CHECKPOINTS} nor beside it; start "
+            f"without --resume"
+        )
+    return last, None
+
+
+def _run_token() -> str | None:
+    """The staging folder's token: this process (None), or the run id of a distributed run's processes."""
+    if _world_size() > 1:
+        return os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
+    return None
 
 
 def _world_size() -> int:
@@ -200,29 +222,84 @@ def train(
     cfg, task, splits = report.config, report.task, report.splits
     for w in report.warnings:
         warn(w)
-    run_dir = Path(cfg.output_dir)
-    resume_from, staging = _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
-    command = f"taskhead train {config if isinstance(config, str | Path) else 'CONFIG'}"
-    if staging is None:
-        return _train(cfg, task, splits, run_dir, run_dir, resume_from, quiet, command)
+    run_dir = Path(cfg.output_dir).expanduser()  # as a shell would; the Trainer's own paths expand it too
     from taskhead.console import process_rank
+    from taskhead.workflows.rundir import WriterLock
+
+    lock = WriterLock(run_dir) if process_rank() == 0 else None  # one writer per output_dir
+    try:
+        resume_from, staging = _check_output_dir(run_dir, resume=resume, overwrite=overwrite)
+        command = _command(config, overrides, keyword_overrides)
+        if staging is None:
+            return _train(cfg, task, splits, run_dir, run_dir, resume_from, quiet, command)
+        return _train_staged(cfg, task, splits, run_dir, staging, resume_from, quiet, command)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _command(config: Any, overrides: Any, keyword_overrides: dict[str, Any]) -> str:
+    """The command that trains this run again, for the advice of an error: the config file and every
+    override as ``key=value`` (dropping one could point the advice at another run's folder)."""
+    import shlex
+
+    parts = ["taskhead", "train", str(config) if isinstance(config, str | Path) else "CONFIG"]
+    merged = _merge_overrides(overrides, keyword_overrides) or {}
+    items = merged.items() if isinstance(merged, dict) else (item.split("=", 1) for item in merged)
+    parts += [f"{key}={value}" for key, value in items]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _train_staged(
+    cfg: RunConfig,
+    task: Task,
+    splits: dict[str, list[Example]],
+    run_dir: Path,
+    staging: Staging,
+    resume_from: Path | None,
+    quiet: bool,
+    command: str,
+) -> Run:
+    """Train in the staging folder and swap it in. A failure keeps a staging folder that holds a complete
+    checkpoint (``--resume`` continues it) and removes any other; ``run_dir`` is untouched either way."""
+    from taskhead.console import process_rank
+    from taskhead.engine.checkpoints import newest_complete, write_failure
     from taskhead.errors import SaveError
 
     try:
         run = _train(cfg, task, splits, run_dir, staging.path, resume_from, quiet, command)
     except BaseException as exc:
-        if process_rank() == 0:
-            staging.discard()  # the old run stays as it was
-        else:
+        if process_rank() > 0:
             staging.release()
-        if isinstance(exc, SaveError):  # its advice (resume the staging folder) no longer applies
-            from taskhead.engine.checkpoints import write_failure
+            raise
+        if newest_complete(staging.path / CHECKPOINTS) is not None:
+            staging.release(keep=True)  # a failed training's checkpoints: --resume continues them
+            warn(
+                f"{run_dir}: the checkpoints so far are kept beside it ({staging.path.name}); continue with "
+                f"{command} --resume"
+            )
+            raise
+        staging.discard()
+        if isinstance(
+            exc, SaveError
+        ):  # nothing left to resume: say so, naming run_dir, not the staging folder
+            from taskhead.engine.checkpoints import SPACE
 
-            cause = write_failure(exc.__cause__ or exc, staging.path) or ("the file system refused", None)
+            text, code = write_failure(exc.__cause__ or exc, staging.path) or (
+                "the file system refused",
+                None,
+            )
+            old = (run_dir / META_FILE).exists()
+            advice = (
+                "free space"
+                if code in SPACE
+                else f"make {real(run_dir).parent} writable (or another output_dir)"
+            )
             raise SaveError(
-                f"{run_dir}: {cause[0]} while writing the new run beside it; removed the partial new run, "
-                f"the old run is unchanged; free space (or make {run_dir.parent} writable), then run "
-                f"{command} --overwrite again"
+                f"{run_dir}: {text} while training it beside it ({staging.path.name}); removed the partial "
+                "run"
+                f"{', the old run is unchanged' if old else ''}; {advice}, then train again with {command}"
+                f"{' --overwrite' if old else ''}"
             ) from exc
         raise
     if process_rank() == 0:
