@@ -20,7 +20,7 @@ from taskhead.console import (
     weights_text,
 )
 from taskhead.errors import ConfigError, RunDirError
-from taskhead.tasks.base import Example, Features, Task
+from taskhead.tasks.base import Example, Features, TaskBase
 from taskhead.workflows.rundir import (
     FORMAT_VERSION,
     META_FILE,
@@ -33,11 +33,6 @@ from taskhead.workflows.rundir import (
 from taskhead.workflows.validate import validate
 
 CHECKPOINTS = "checkpoints"
-DEFAULT_MESSAGES = {
-    "truncated_message": "{n} of {total} examples are longer than model.max_length={max_length} and were "
-    "truncated",
-    "lost_message": "{n} of {total} examples have a target that no encoded feature holds",
-}
 
 
 @dataclass
@@ -174,7 +169,7 @@ def _newest_complete(folder: Path) -> Path | None:
 
 
 def encode_split(
-    task: Task, examples: list[Example], tokenizer: Any, config: RunConfig, desc: str
+    task: TaskBase, examples: list[Example], tokenizer: Any, config: RunConfig, desc: str
 ) -> Features:
     """Tokenize in chunks under a progress bar; the result is one Features in input order."""
     from tqdm.auto import tqdm
@@ -194,12 +189,12 @@ def encode_split(
     return merged
 
 
-def _load_tokenizer(backbone: str, config: RunConfig, task: Task) -> Any:
+def _load_tokenizer(backbone: str, config: RunConfig, task: TaskBase) -> Any:
     from transformers import AutoTokenizer
 
     remote = config.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote)
-    if getattr(task, "pretokenized", False) and getattr(tokenizer, "add_prefix_space", None) is False:
+    if task.traits.pretokenized and getattr(tokenizer, "add_prefix_space", None) is False:
         # byte-level BPE (RoBERTa, GPT-2): words given one by one need their leading space, as in pretraining
         tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote, add_prefix_space=True)
     if config.model.special_tokens:
@@ -245,14 +240,14 @@ def _backbone(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, r
     )
 
 
-def group_by_length(cfg: RunConfig, task: Task) -> bool:
+def group_by_length(cfg: RunConfig, task: TaskBase) -> bool:
     """``train.group_by_length`` as set, or the task's own default (on unless the task says otherwise)."""
     if cfg.train.group_by_length is not None:
         return cfg.train.group_by_length
-    return getattr(task, "group_by_length", True)
+    return task.traits.group_by_length
 
 
-def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
+def use_packing(cfg: RunConfig, task: TaskBase, model: Any) -> bool:
     """``train.packing`` as set (refused where it cannot run), or by default on where the task trains on
     packed rows (classification), the model supports it, the run is one process and ``group_by_length`` is
     not explicitly on."""
@@ -262,13 +257,13 @@ def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
     distributed = process_count() > 1
     if cfg.train.packing is None:
         return (
-            getattr(task, "packing", False)
+            task.traits.packing
             and cfg.train.group_by_length is not True
             and not distributed
             and unsupported_reason(model) is None
         )
     if cfg.train.packing:
-        if not getattr(task, "packing", False):
+        if not task.traits.packing:
             raise ConfigError(f"train.packing: the {task.name} task does not train on packed rows")
         if distributed:
             raise ConfigError("train.packing: not available in multi-process runs; set it to false")
@@ -276,20 +271,6 @@ def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
         if reason:
             raise ConfigError(f"train.packing: {reason}")
     return cfg.train.packing
-
-
-def _collator(task: Task, tokenizer: Any, *, pad_to_multiple_of: int | None) -> Any:
-    """The training batches' collator: the task's own (masked-LM masking) or padding only."""
-    make = getattr(task, "make_collator", None)
-    if make is not None:
-        return make(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    from taskhead.data.collate import PadCollator
-
-    return PadCollator(
-        tokenizer.pad_token_id,
-        pad_to_multiple_of=pad_to_multiple_of,
-        sequence_labels=getattr(task, "sequence_labels", False),
-    )
 
 
 def _check_max_length(model: Any, config: RunConfig) -> None:
@@ -361,7 +342,7 @@ def train(
 
 def _train(
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     splits: dict[str, list[Example]],
     run_dir: Path,
     work_dir: Path,
@@ -379,7 +360,6 @@ def _train(
     from taskhead.engine.devices import cpu_buffers_kept, resolve_device, resolve_precision
     from taskhead.engine.trainer import (
         ListDataset,
-        TaskheadTrainer,
         TimeBudgetCallback,
         route_logs_to_stderr,
         training_arguments,
@@ -397,9 +377,8 @@ def _train(
     features = {name: encode_split(task, ex, tokenizer, cfg, name) for name, ex in splits.items()}
     print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
     for name, f in features.items():
-        for count, message in ((f.truncated, "truncated_message"), (f.lost, "lost_message")):
+        for count, text in ((f.truncated, task.traits.truncated_message), (f.lost, task.traits.lost_message)):
             if count:  # each task words its own warning; the counts come from its encode()
-                text = getattr(task, message, DEFAULT_MESSAGES[message])
                 warn(
                     f"{name}: "
                     + text.format(n=count, total=len(splits[name]), max_length=cfg.model.max_length)
@@ -437,15 +416,14 @@ def _train(
     budget = TimeBudgetCallback(cfg.train.max_minutes * 60) if cfg.train.max_minutes else None
     if budget is not None:
         callbacks.append(budget)
-    make_trainer = getattr(task, "make_trainer", TaskheadTrainer)  # a task may bring a Trainer subclass
-    trainer = make_trainer(
+    trainer = task.make_trainer(  # TaskheadTrainer, or the task's own subclass
         model=model,
         args=args,
         train_dataset=ListDataset(features["train"].inputs),
         eval_dataset=ListDataset(features["eval"].inputs) if has_eval else None,
-        data_collator=_collator(task, tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
+        data_collator=task.make_collator(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
         processing_class=tokenizer,
-        compute_loss_func=None if getattr(task, "model_computes_loss", False) else task.loss,
+        compute_loss_func=None if task.traits.model_computes_loss else task.loss,
         callbacks=callbacks,
         task=task,
         train_features=features["train"],
@@ -569,7 +547,7 @@ def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[s
 
 
 def _score_splits(
-    trainer: Any, task: Task, splits: dict[str, list[Example]], features: dict[str, Features]
+    trainer: Any, task: TaskBase, splits: dict[str, list[Example]], features: dict[str, Features]
 ) -> dict[str, Any]:
     """Final metrics of the eval and test splits. Where the task tunes post-processing on the eval set
     (multi-label thresholds, the QA null threshold), the eval split is scored with the configured values
@@ -586,7 +564,7 @@ def _score_splits(
         metrics[name] = add_loss(task.score(task.decode(outputs, feats, examples), examples), loss, task)
         if name != "eval":
             continue
-        tuned = task.fit_on_eval(outputs, feats, examples)
+        tuned = task.fit_on_eval(outputs, feats, examples) if task.traits.fits_on_eval else {}
         if tuned:
             metrics["eval_before_tuning"] = metrics["eval"]
             metrics["eval"] = add_loss(
@@ -604,7 +582,7 @@ def _score_splits(
 def _write_run(
     run_dir: Path,
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     model: Any,
     tokenizer: Any,
     metrics: dict[str, Any],
@@ -635,7 +613,7 @@ def _write_run(
         "versions": library_versions(),
         **meta_extra,
     }
-    card = model_card(meta, metrics, task.model_card(), getattr(task, "example_input", None))
+    card = model_card(meta, metrics, task.model_card(), task.example_input)
     atomic_write_text(run_dir / "README.md", card)
     if (run_dir / CHECKPOINTS).is_dir():
         apply_umask(run_dir / CHECKPOINTS)
