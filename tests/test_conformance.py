@@ -8,13 +8,21 @@ steps, predict with the model still in memory, save, reload, predict again.
 
 Variants cover options that change the loss or the decoding (class weights, multi-label, beam search). A
 new task adds a case to CASES.
+
+Every trait a task declares (``TaskTraits``) is exercised: without training, each task's declaration is
+checked for consistency (a task that fits on eval has the method, messages format, the default collator
+pads labels as declared, byte-level BPE tokenizers get prefix spaces only for pretokenized input); the
+training run shows the rest (packed or length-grouped batches, perplexity, tuning on eval, the model's own
+loss, the card's example input).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,8 +39,10 @@ from conftest import (
 )
 
 import taskhead
+from taskhead.config import RunConfig
 from taskhead.evaluation import scalar_metrics
-from taskhead.tasks import registered
+from taskhead.tasks import registered, task_class
+from taskhead.tasks.base import TaskBase, TaskTraits
 
 TOLERANCE = 1e-5
 
@@ -166,6 +176,92 @@ def test_every_registered_task_has_a_case() -> None:
     assert sorted(CASES) == registered()
 
 
+@pytest.mark.parametrize("name", registered())
+def test_traits_are_declared_consistently(name: str) -> None:
+    """Each task subclasses TaskBase and declares its own traits, and nothing of them elsewhere."""
+    cls = task_class(name)
+    assert issubclass(cls, TaskBase)
+    assert isinstance(vars(cls).get("traits"), TaskTraits), f"{name} declares no traits of its own"
+    traits = cls.traits
+    # a task that tunes on eval defines fit_on_eval; one that does not, has no stub of it
+    assert ("fit_on_eval" in vars(cls)) == traits.fits_on_eval
+    # no trait is declared a second time as a class attribute (the old probed form) ...
+    for trait in dataclasses.fields(TaskTraits):
+        declared = vars(cls).get(trait.name)
+        # ... except example_input, which a task whose example depends on the run computes
+        assert declared is None or (trait.name == "example_input" and isinstance(declared, property)), trait
+    for message in (traits.truncated_message, traits.lost_message):
+        text = message.format(n=3, total=7, max_length=16)
+        assert "3" in text and "7" in text, text
+    task = cls(cls.Options())
+    if "make_collator" not in vars(cls):  # the default collator pads labels as the trait says
+        collate = task.make_collator(SimpleNamespace(pad_token_id=0))
+        assert collate.sequence_labels is traits.sequence_labels
+        rows = [{"input_ids": [5, 6, 7], "labels": [1]}, {"input_ids": [5], "labels": [1, 2]}]
+        if traits.sequence_labels:  # targets of their own lengths, padded with -100
+            assert collate(rows)["labels"].tolist() == [[1, -100], [1, 2]]
+
+
+@pytest.fixture(scope="module")
+def byte_level_bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tokenizer directory with a byte-level BPE tokenizer (RoBERTa's kind, add_prefix_space False)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    directory = tmp_path_factory.mktemp("bpe")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(POSITIVE + NEGATIVE, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>"])
+    bpe.save_model(str(directory))
+    vocab = json.loads((directory / "vocab.json").read_text())
+    merges = [tuple(line.split()) for line in (directory / "merges.txt").read_text().splitlines()[1:] if line]
+    RobertaTokenizer(vocab=vocab, merges=merges).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("name", registered())
+def test_pretokenized_input_gets_prefix_spaces(name: str, byte_level_bpe: Path, tmp_path: Path) -> None:
+    """Only tasks whose input is words load a byte-level BPE tokenizer with ``add_prefix_space``."""
+    from taskhead.workflows.train import _load_tokenizer
+
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_records(1))
+    config = RunConfig.model_validate(
+        tiny_config(byte_level_bpe, {"train": train}, tmp_path / "run", task=name)
+    )
+    task = task_class(name)(config.task)
+    tokenizer = _load_tokenizer(str(byte_level_bpe), config, task)
+    assert tokenizer.add_prefix_space is task.traits.pretokenized
+
+
+def _check_traits_in_training(run: Any, name: str) -> None:
+    """What the run shows of the traits its task declares."""
+    from taskhead.engine.packing import unsupported_reason
+
+    task, traits = run.task, run.task.traits
+    metrics = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    if traits.packing and unsupported_reason(run.model) is None:
+        expected = "packed"  # packing tasks train on packed rows by default, in memory
+    else:
+        expected = "length-grouped" if traits.group_by_length else "random"
+    assert metrics["train"]["batching"] == expected
+    assert ("perplexity" in metrics["eval"]) is traits.reports_perplexity
+    if not traits.fits_on_eval:
+        assert "tuned_on_eval" not in metrics
+    if name == "classification-multi-label":  # tune_thresholds: tuned on the eval split
+        assert set(metrics["tuned_on_eval"]["thresholds"]) == set(task.labels)
+    if traits.model_computes_loss:  # the Trainer takes the model's own loss: its forward returns one
+        import torch
+
+        examples = task.read(run.config.data.train, run.config.data)[:2]
+        features = task.encode(examples, run.tokenizer, run.config.model)
+        batch = task.make_collator(run.tokenizer)(features.inputs)
+        with torch.no_grad():
+            loss = run.model(**batch)["loss"]
+        assert torch.isfinite(loss)
+    card = (run.run_dir / "README.md").read_text(encoding="utf-8")
+    if task.example_input is not None:
+        assert task.example_input in card
+
+
 def _train(name: str, backbone: Path, tmp: Path) -> tuple[Any, list[Any]]:
     _, case = ALL_CASES[name]
     config, inputs = case(backbone, tmp)
@@ -177,6 +273,7 @@ def _train(name: str, backbone: Path, tmp: Path) -> tuple[Any, list[Any]]:
 def test_train_save_reload_predict(name: str, tiny_backbone: Path, tmp_path: Path) -> None:
     run, inputs = _train(name, tiny_backbone, tmp_path)
     assert (run.run_dir / "taskhead.json").is_file()
+    _check_traits_in_training(run, name)
     for part in ("model", "config.yaml", "metrics.json", "README.md"):
         assert (run.run_dir / part).exists(), part
     meta = json.loads((run.run_dir / "taskhead.json").read_text(encoding="utf-8"))

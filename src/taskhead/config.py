@@ -404,7 +404,7 @@ def selection_metric(config: RunConfig, task: Any, eval_examples: list[dict[str,
         ConfigError: the metric is not one the task reports; the message lists the valid ones.
     """
     reported: dict[str, bool] = {"loss": False}  # every labelled evaluation logs its mean loss
-    if getattr(task, "reports_perplexity", False):
+    if task.traits.reports_perplexity:
         reported["perplexity"] = False
     reported.update(task.eval_metrics(eval_examples))
     metric = config.train.metric or task.default_metric

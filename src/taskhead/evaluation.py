@@ -145,7 +145,7 @@ def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str
     """The mean loss of a labelled split, and its perplexity for tasks that report one (language models)."""
     if loss is not None:
         metrics["loss"] = loss
-        if getattr(task, "reports_perplexity", False):
+        if task.traits.reports_perplexity:
             from taskhead.tasks.generation_metrics import perplexity
 
             metrics["perplexity"] = perplexity(loss)

@@ -18,7 +18,7 @@ from taskhead.workflows.predict import forward_outputs
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig
-    from taskhead.tasks.base import Example, Features, Task
+    from taskhead.tasks.base import Example, Features, TaskBase
 
 
 class ShuffledLengthGroupedSampler(torch.utils.data.Sampler[int]):
@@ -115,7 +115,7 @@ class TaskheadTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
-        task: Task,
+        task: TaskBase,
         train_features: Features | None,
         eval_split: tuple[list[Example], Features] | None,
         precision: str,
@@ -132,7 +132,7 @@ class TaskheadTrainer(Trainer):
         self.group_by_length = group_by_length and not packing
         # the command a failed checkpoint save tells the user to run again (with --resume) once fixed
         self.train_command = "taskhead train CONFIG"
-        shifts = getattr(task, "loss_shifts_labels", None)
+        shifts = task.loss_shifts_labels
         if shifts is not None and self.compute_loss_func is not None:
             # The Trainer counts num_items_in_batch (the accumulated batch's targets) over labels[..., 1:]
             # only for models it recognises as causal LMs; the task's loss says whether it shifts labels.
@@ -201,7 +201,7 @@ class TaskheadTrainer(Trainer):
     def run_split(self, examples: list[Example], features: Features, *, progress: str | None = None) -> Any:
         """Outputs of the current model for a split, in input order, and the mean loss. A task with its own
         ``run_outputs`` (generation: generated token ids instead of logits) runs it instead."""
-        run = getattr(self.task, "run_outputs", None) or forward_outputs
+        run = self.task.run_outputs or forward_outputs
         return run(
             self.model,
             features,

@@ -279,9 +279,7 @@ def check_decoding(predictor: Any, settings: dict[str, Any]) -> None:
     """422 (ConfigError) for decoding settings the model cannot take, and for values of the wrong JSON type
     (``true`` or ``"4"`` for an integer: the CLI's ``--set`` coerces text, a JSON body need not)."""
     predictor.task_with(settings, "settings")
-    options = getattr(predictor.task, "options", None)
-    if not isinstance(options, BaseModel):
-        return
+    options = predictor.task.options  # every task's options are a pydantic model
     try:
         type(options).model_validate({**options.model_dump(), **settings}, strict=True)
     except ValidationError as exc:
@@ -298,7 +296,7 @@ def describe(name: str, predictor: Any) -> ModelInfo:
         labels=list(predictor.labels),
         backbone=str(predictor.config.model.backbone),
         max_length=predictor.config.model.max_length,
-        backend=getattr(predictor, "backend", "torch"),
+        backend=predictor.backend,
     )
 
 
@@ -313,8 +311,7 @@ def to_examples(
         value, longest = cut_texts(raw, settings.max_text_chars)
         if longest > settings.max_text_chars:
             _long_text(f"inputs[{i}]", longest, settings)
-        make = getattr(predictor, "to_example", None) or predictor.task.to_example  # generic + run's names
-        examples.append(make(value, f"inputs[{i}]"))
+        examples.append(predictor.to_example(value, f"inputs[{i}]"))  # generic + the run's names
         cut.append(longest > settings.max_text_chars)
     return examples, cut
 

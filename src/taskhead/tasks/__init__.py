@@ -11,9 +11,9 @@ from taskhead.errors import ConfigError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from taskhead.tasks.base import Task
+    from taskhead.tasks.base import TaskBase
 
-# name -> "module:class"; the class has an `Options` pydantic model and implements tasks.base.Task.
+# name -> "module:class"; the class subclasses tasks.base.TaskBase (the Task protocol, its traits, hooks).
 REGISTRY: dict[str, str] = {
     "classification": "taskhead.tasks.classification:ClassificationTask",
     "token-classification": "taskhead.tasks.token_classification:TokenClassificationTask",
@@ -28,13 +28,13 @@ def registered() -> list[str]:
     return sorted(REGISTRY)
 
 
-def task_class(name: str) -> type[Task]:
+def task_class(name: str) -> type[TaskBase]:
     if name not in REGISTRY:
         close = difflib.get_close_matches(str(name), REGISTRY, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(f"unknown task {name!r} (registered: {', '.join(registered())}{hint})")
     module_name, _, class_name = REGISTRY[name].partition(":")
-    cls: type[Task] = getattr(importlib.import_module(module_name), class_name)
+    cls: type[TaskBase] = getattr(importlib.import_module(module_name), class_name)
     return cls
 
 
@@ -42,6 +42,6 @@ def task_options_model(name: str) -> type[BaseModel]:
     return task_class(name).Options
 
 
-def build_task(options: Any, **state: Any) -> Task:
+def build_task(options: Any, **state: Any) -> TaskBase:
     """Instantiate the task for validated options (``RunConfig.task``) and optional saved state."""
     return task_class(options.name)(options, **state)

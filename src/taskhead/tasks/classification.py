@@ -19,7 +19,7 @@ from taskhead.data.examples import ColumnExamples, values
 from taskhead.data.readers import stream_data_table
 from taskhead.data.validation import Problems, label_list, require_column, scalar_label, text_field
 from taskhead.errors import DataError
-from taskhead.tasks.base import Example, Features, SplitSummary, directions
+from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskTraits, directions
 
 if TYPE_CHECKING:
     import torch
@@ -54,15 +54,16 @@ def _sorted_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-class ClassificationTask:
+class ClassificationTask(TaskBase):
     name: ClassVar[str] = "classification"
     Options: ClassVar[type[BaseModel]] = ClassificationOptions
-    packing: ClassVar[bool] = (
-        True  # trains on packed rows (taskhead.engine.packing) where the model supports it
-    )
-    truncated_message: ClassVar[str] = (
-        "{n} of {total} examples are longer than model.max_length={max_length} and were truncated "
-        "(task.long_texts=sliding_window avoids that)"
+    traits: ClassVar[TaskTraits] = TaskTraits(
+        packing=True,  # trains on packed rows (taskhead.engine.packing) where the model supports it
+        fits_on_eval=True,  # multi-label thresholds (task.tune_thresholds)
+        truncated_message=(
+            "{n} of {total} examples are longer than model.max_length={max_length} and were truncated "
+            "(task.long_texts=sliding_window avoids that)"
+        ),
     )
 
     def __init__(
@@ -101,7 +102,10 @@ class ClassificationTask:
             return data.columns.labels if data.columns.labels is not None else "labels"
         return data.columns.label
 
-    def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> ColumnExamples:
+    # ColumnExamples, not the list the Task protocol annotates (its docstring says why)
+    def read(  # type: ignore[override]
+        self, path: str | Path, data: DataConfig, *, labelled: bool = True
+    ) -> ColumnExamples:
         """Read and validate one data file as it is read (the file is never held whole); the examples are
         kept column by column (``ColumnExamples``: read-only mappings).
 
@@ -445,9 +449,9 @@ class ClassificationTask:
         return np.asarray(self.thresholds or [self.options.threshold] * len(self.labels))
 
     def decode(
-        self, outputs: np.ndarray, features: Features, examples: list[Example]
+        self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]
     ) -> list[dict[str, Any]]:
-        probs = self._probabilities(outputs, features, len(examples))
+        probs = self._probabilities(np.asarray(outputs), features, len(examples))  # per-sequence: one array
         thresholds = self._thresholds()
         predictions = []
         for ex, row in zip(examples, probs, strict=True):

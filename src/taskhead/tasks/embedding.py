@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary, directions
+from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskTraits, directions
 
 if TYPE_CHECKING:
     import torch
@@ -134,15 +134,15 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-class EmbeddingTask:
+class EmbeddingTask(TaskBase):
     name: ClassVar[str] = "embedding"
     Options: ClassVar[type[BaseModel]] = EmbeddingOptions
-    model_computes_loss: ClassVar[bool] = (
-        True  # EmbeddingModel.forward returns the sentence-transformers loss
-    )
-    truncated_message: ClassVar[str] = (
-        "{n} of {total} examples have a text longer than model.max_length={max_length} tokens; "
-        "it was truncated"
+    traits: ClassVar[TaskTraits] = TaskTraits(
+        model_computes_loss=True,  # EmbeddingModel.forward returns the sentence-transformers loss
+        truncated_message=(
+            "{n} of {total} examples have a text longer than model.max_length={max_length} tokens; "
+            "it was truncated"
+        ),
     )
 
     def __init__(
@@ -484,9 +484,6 @@ class EmbeddingTask:
                 "accuracy_at_10": float(np.mean(ranks <= 10)),
             }
         raise DataError([f"{_source(examples)}: no gold scores, labels or pairs to evaluate against"])
-
-    def fit_on_eval(self, outputs: Any, features: Features, examples: list[Example]) -> dict[str, Any]:
-        return {}
 
     def state(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary, directions
+from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskTraits, directions
 
 if TYPE_CHECKING:
     import torch
@@ -118,26 +118,31 @@ SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")
 BEAMS_ONLY = ("length_penalty", "early_stopping")
 
 
-class GenerationTask:
+class GenerationTask(TaskBase):
     name: ClassVar[str] = "generation"
     Options: ClassVar[type[BaseModel]] = GenerationOptions
-    sequence_labels: ClassVar[bool] = True  # the collator pads labels as sequences of their own length
-    # Training loss: ``loss`` below from the logits, normalised by the accumulated batch's target-token count
-    # (``num_items_in_batch``), not the model's own per-micro-batch mean, which gradient accumulation would
-    # multiply by the accumulation steps (encoder-decoder models get their decoder inputs from the labels).
-    model_computes_loss: ClassVar[bool] = False
-    reports_perplexity: ClassVar[bool] = True  # exp of the mean target-token loss, next to the loss
-    # Random batch order unless train.group_by_length says otherwise: on SciTLDR length-grouped batches
-    # trained to ROUGE-1 23.6 against 28.1 in random order (benchmarks/README.md), at 1.8x the peer's speed.
-    group_by_length: ClassVar[bool] = False
-    lost_message: ClassVar[str] = (
-        "{n} of {total} targets are longer than task.max_target_length (decoder-only: or the room in "
-        "model.max_length / the backbone's positions) and were cut for the loss (metrics use the whole "
-        "references)"
-    )
-    truncated_message: ClassVar[str] = (
-        "{n} of {total} sources are longer than model.max_length={max_length} allows (decoder-only: beside "
-        "their target or task.max_new_tokens, within the backbone's positions); the prompt's end was kept"
+    traits: ClassVar[TaskTraits] = TaskTraits(
+        sequence_labels=True,  # the collator pads labels as sequences of their own length
+        # Training loss: ``loss`` below from the logits, normalised by the accumulated batch's target-token
+        # count (``num_items_in_batch``), not the model's own per-micro-batch mean, which gradient
+        # accumulation would multiply by the accumulation steps (encoder-decoder models get their decoder
+        # inputs from the labels).
+        model_computes_loss=False,
+        reports_perplexity=True,  # exp of the mean target-token loss, next to the loss
+        # Random batch order unless train.group_by_length says otherwise: on SciTLDR length-grouped batches
+        # trained to ROUGE-1 23.6 against 28.1 in random order (benchmarks/README.md), at 1.8x the peer's
+        # speed.
+        group_by_length=False,
+        lost_message=(
+            "{n} of {total} targets are longer than task.max_target_length (decoder-only: or the room in "
+            "model.max_length / the backbone's positions) and were cut for the loss (metrics use the whole "
+            "references)"
+        ),
+        truncated_message=(
+            "{n} of {total} sources are longer than model.max_length={max_length} allows (decoder-only: "
+            "beside their target or task.max_new_tokens, within the backbone's positions); the prompt's "
+            "end was kept"
+        ),
     )
 
     def __init__(
@@ -166,7 +171,7 @@ class GenerationTask:
         return self.architecture == "decoder-only"
 
     @property
-    def loss_shifts_labels(self) -> bool:
+    def loss_shifts_labels(self) -> bool | None:
         """Whether ``loss`` predicts ``labels[:, 1:]`` (decoder-only): the target count skips position 0."""
         return self.causal
 
@@ -277,9 +282,6 @@ class GenerationTask:
         if record.get("id") is not None:
             ex["id"] = record["id"]
         return ex
-
-    def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
-        return []
 
     def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
         refs = sum(len(ex.get("targets", [])) for ex in examples)
@@ -625,9 +627,6 @@ class GenerationTask:
             qa = squad_scores(dict(zip(keys, hyps, strict=True)), dict(zip(keys, refs, strict=True)))
             metrics.update(exact_match=qa["exact_match"], f1=qa["f1"])
         return metrics
-
-    def fit_on_eval(self, outputs: Any, features: Features, examples: list[Example]) -> dict[str, Any]:
-        return {}
 
     def state(self) -> dict[str, Any]:
         return {"architecture": self.architecture, "qa": self.qa}

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.engine.backbones import backbone_dir
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary, directions
+from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskTraits, directions
 
 if TYPE_CHECKING:
     import torch
@@ -84,15 +84,18 @@ class MaskingCollator:
         return batch
 
 
-class LanguageModelingTask:
+class LanguageModelingTask(TaskBase):
     name: ClassVar[str] = "language-modeling"
     Options: ClassVar[type[BaseModel]] = LanguageModelingOptions
-    # Training loss: ``loss`` below, normalised by the accumulated batch's target-token count
-    # (``num_items_in_batch``); a model's own mean loss would be multiplied by the accumulation steps.
-    model_computes_loss: ClassVar[bool] = False
-    reports_perplexity: ClassVar[bool] = True
-    truncated_message: ClassVar[str] = (
-        "{n} of {total} texts are longer than the block size and were cut (prediction scores whole blocks)"
+    traits: ClassVar[TaskTraits] = TaskTraits(
+        # Training loss: ``loss`` below, normalised by the accumulated batch's target-token count
+        # (``num_items_in_batch``); a model's own mean loss would be multiplied by the accumulation steps.
+        model_computes_loss=False,
+        reports_perplexity=True,
+        truncated_message=(
+            "{n} of {total} texts are longer than the block size and were cut (prediction scores whole "
+            "blocks)"
+        ),
     )
 
     def __init__(self, options: LanguageModelingOptions, *, objective: str | None = None, **_: Any) -> None:
@@ -115,7 +118,7 @@ class LanguageModelingTask:
         return self.objective == "mlm"
 
     @property
-    def loss_shifts_labels(self) -> bool:
+    def loss_shifts_labels(self) -> bool | None:
         """Whether ``loss`` predicts ``labels[:, 1:]`` (causal LM): the target count skips position 0."""
         return not self.masked
 
@@ -205,9 +208,6 @@ class LanguageModelingTask:
         if ident is not None:
             ex["id"] = ident
         return ex
-
-    def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
-        return []
 
     def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
         dist: dict[str, int] = {}
@@ -310,7 +310,7 @@ class LanguageModelingTask:
             inputs.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
         return Features(inputs, list(range(len(examples))), truncated=cut, meta=["single"] * len(inputs))
 
-    def make_collator(self, tokenizer: Any, *, pad_to_multiple_of: int | None) -> Any:
+    def make_collator(self, tokenizer: Any, *, pad_to_multiple_of: int | None = None) -> Any:
         """Training batches: masked afresh for masked LMs, labels = inputs for causal LMs (model shifts)."""
         from taskhead.data.collate import PadCollator
 
@@ -334,9 +334,6 @@ class LanguageModelingTask:
         if net.config.pad_token_id is None:
             net.config.pad_token_id = tokenizer.pad_token_id
         return net
-
-    def save_model(self, model: torch.nn.Module, directory: Path) -> None:
-        model.save_pretrained(directory)  # type: ignore[operator]
 
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -470,9 +467,6 @@ class LanguageModelingTask:
         if self.masked:
             metrics["accuracy"] = sum(p.get("correct", 0) for p in predictions) / tokens
         return metrics
-
-    def fit_on_eval(self, outputs: Any, features: Features, examples: list[Example]) -> dict[str, Any]:
-        return {}
 
     def state(self) -> dict[str, Any]:
         return {"objective": self.objective}

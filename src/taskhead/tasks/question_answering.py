@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary, directions
+from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskTraits, directions
 
 if TYPE_CHECKING:
     import torch
@@ -70,16 +70,19 @@ QA_CARD_SNIPPET = (
 )
 
 
-class QuestionAnsweringTask:
+class QuestionAnsweringTask(TaskBase):
     name: ClassVar[str] = "question-answering"
-    example_input: ClassVar[str] = '[("who won the match", "the team won the match")]'  # the card's
     Options: ClassVar[type[BaseModel]] = QuestionAnsweringOptions
-    truncated_message: ClassVar[str] = (
-        "{n} of {total} questions are longer than task.max_question_length tokens and were cut to it"
-    )
-    lost_message: ClassVar[str] = (
-        "the answer of {n} of {total} questions fits in no window of model.max_length={max_length} tokens "
-        "(an answer longer than a window); they train as 'no answer' in every window"
+    traits: ClassVar[TaskTraits] = TaskTraits(
+        fits_on_eval=True,  # the null threshold (task.tune_null_threshold)
+        example_input='[("who won the match", "the team won the match")]',
+        truncated_message=(
+            "{n} of {total} questions are longer than task.max_question_length tokens and were cut to it"
+        ),
+        lost_message=(
+            "the answer of {n} of {total} questions fits in no window of model.max_length={max_length} "
+            "tokens (an answer longer than a window); they train as 'no answer' in every window"
+        ),
     )
 
     def __init__(
@@ -303,9 +306,6 @@ class QuestionAnsweringTask:
 
         net = standard_head(AutoModelForQuestionAnswering, backbone, model, tokenizer, "question answering")
         return mask_padded_positions(net)
-
-    def save_model(self, model: torch.nn.Module, directory: Path) -> None:
-        model.save_pretrained(directory)  # type: ignore[operator]
 
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskhead.data.validation import Problems
 from taskhead.data.words import WORD_PATTERNS, pretokenize  # noqa: F401  (public names of this module)
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features, SplitSummary, directions
+from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskTraits, directions
 
 if TYPE_CHECKING:
     import torch
@@ -107,10 +107,11 @@ def _label_sort_key(tag: str) -> tuple[int, str, int]:
     return (1, tag, 0)
 
 
-class TokenClassificationTask:
+class TokenClassificationTask(TaskBase):
     name: ClassVar[str] = "token-classification"
     Options: ClassVar[type[BaseModel]] = TokenClassificationOptions
-    pretokenized: ClassVar[bool] = True  # input is words: byte-level BPE tokenizers get add_prefix_space
+    # input is words: byte-level BPE tokenizers get add_prefix_space
+    traits: ClassVar[TaskTraits] = TaskTraits(pretokenized=True)
 
     def __init__(
         self,
@@ -496,9 +497,6 @@ class TokenClassificationTask:
             **extra,
         )
 
-    def save_model(self, model: torch.nn.Module, directory: Path) -> None:
-        model.save_pretrained(directory)  # type: ignore[operator]
-
     def load_model(self, directory: Path, model: ModelConfig) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
@@ -592,11 +590,6 @@ class TokenClassificationTask:
         return tagging_metrics(
             [ex["tags"] for ex in examples], [p["tags"] for p in predictions], self.scheme or "iob2"
         )
-
-    def fit_on_eval(
-        self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]
-    ) -> dict[str, Any]:
-        return {}
 
     def state(self) -> dict[str, Any]:
         return {"labels": self.labels, "scheme": self.scheme, "source_scheme": self.source_scheme}

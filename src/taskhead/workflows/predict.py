@@ -233,7 +233,7 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
-        return list(getattr(self.task, "labels", []))
+        return list(self.task.labels)
 
     def _run(
         self,
@@ -247,10 +247,8 @@ class Predictor:
 
         task = task if task is not None else self.task
         features = task.encode(examples, self.tokenizer, self.config.model)
-        collate = PadCollator(
-            self.tokenizer.pad_token_id, sequence_labels=getattr(task, "sequence_labels", False)
-        )
-        run = getattr(task, "run_outputs", None) or forward_outputs
+        collate = PadCollator(self.tokenizer.pad_token_id, sequence_labels=task.traits.sequence_labels)
+        run = task.run_outputs or forward_outputs
         outputs, loss = run(
             self.model,
             features,
@@ -300,13 +298,7 @@ class Predictor:
         """
         if not settings:
             return self.task
-        with_decoding = getattr(self.task, "with_decoding", None)
-        if with_decoding is None:
-            raise ConfigError(
-                f"{where}: {self.task.name} runs have no decoding settings "
-                f"(got {', '.join(sorted(settings))}); decoding settings apply to generation runs"
-            )
-        return with_decoding(settings, where)
+        return self.task.with_decoding(settings, where)
 
     def to_example(self, record: Any, where: str, columns: Any = None) -> Example:
         """The task's example for one input; dicts may use the run's training column names (``columns``,
@@ -389,7 +381,7 @@ class Predictor:
 
         self.task_with(settings, "--set")  # unknown or bad settings fail before the input is read
         data = self._data(fmt, id_column)
-        resolved = _input_format(self.task, path, data)
+        resolved = self.task.input_format(path, data)  # None: the extension tells nothing
         if id_column is not None and resolved in ("text", "conll", "conllu"):
             raise ConfigError(
                 f"--id-column {id_column}: {resolved} input has no columns; ids come from JSON Lines, "
@@ -539,25 +531,6 @@ def _generic_header(path: str | Path, data: Any) -> bool:
     first = next((line for line in split_lines(head) if line.strip()), "")
     cells = {cell.strip().strip('"') for cell in first.split("," if fmt == "csv" else "\t")}
     return bool(cells & (set(GENERIC_NAMES) - {"id"}))
-
-
-def _input_format(task: Any, path: str | Path, data: Any) -> str | None:
-    """The format ``task.read`` reads ``path`` in: the task's own rule (``input_format``) where it has
-    one, else the extension, and a sniff for standard input; None when the extension tells nothing (the
-    task's reader then decides, e.g. parallel text files)."""
-    from taskhead.data.readers import detect_format, read_text_source, sniff_format
-
-    rule = getattr(task, "input_format", None)
-    if rule is not None:
-        return str(rule(path, data))
-    if data.format != "auto":
-        return str(data.format)
-    if str(path) == "-":
-        return sniff_format(read_text_source(path, data.encoding))
-    try:
-        return detect_format(path)
-    except DataError:
-        return None
 
 
 _LINE = re.compile(r":(\d+)$")

@@ -12,7 +12,7 @@ from typing import Any
 from taskhead.config import RunConfig, save_config
 from taskhead.console import info, print_table, trained_text, tuned_text, warn, weights_text
 from taskhead.errors import RunDirError
-from taskhead.tasks.base import Example, Features, Task
+from taskhead.tasks.base import Example, Features, Task, TaskBase
 from taskhead.workflows.rundir import (
     FORMAT_VERSION,
     MANIFEST,
@@ -311,7 +311,7 @@ def _train_staged(
 
 def _train(
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     splits: dict[str, list[Example]],
     run_dir: Path,
     work_dir: Path,
@@ -499,7 +499,7 @@ def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[s
 
 
 def _score_splits(
-    trainer: Any, task: Task, splits: dict[str, list[Example]], features: dict[str, Features]
+    trainer: Any, task: TaskBase, splits: dict[str, list[Example]], features: dict[str, Features]
 ) -> dict[str, Any]:
     """Final metrics of the eval and test splits, through the scorer of the per-epoch evaluation
     (``evaluation.score_outputs``). Where the task tunes post-processing on the eval set
@@ -517,7 +517,7 @@ def _score_splits(
         metrics[name] = score_outputs(task, outputs, feats, examples, loss)
         if name != "eval":
             continue
-        tuned = task.fit_on_eval(outputs, feats, examples)
+        tuned = task.fit_on_eval(outputs, feats, examples) if task.traits.fits_on_eval else {}
         if tuned:
             metrics["eval_before_tuning"] = metrics["eval"]
             metrics["eval"] = score_outputs(task, outputs, feats, examples, loss)
@@ -533,7 +533,7 @@ def _score_splits(
 def _write_run(
     run_dir: Path,
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     model: Any,
     tokenizer: Any,
     metrics: dict[str, Any],
@@ -566,7 +566,7 @@ def _write_run(
         "versions": library_versions(),
         **meta_extra,
     }
-    card = model_card(meta, metrics, task.model_card(), getattr(task, "example_input", None))
+    card = model_card(meta, metrics, task.model_card(), task.example_input)
     atomic_write_text(run_dir / "README.md", card)
     if (run_dir / CHECKPOINTS).is_dir():
         apply_umask(run_dir / CHECKPOINTS)

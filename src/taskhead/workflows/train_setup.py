@@ -12,14 +12,9 @@ from typing import Any
 from taskhead.config import RunConfig, selection_metric
 from taskhead.console import info, print_table, schedule_text, summary_table, warn
 from taskhead.errors import ConfigError
-from taskhead.tasks.base import Example, Features, Task
+from taskhead.tasks.base import Example, Features, TaskBase
 
 CHECKPOINTS = "checkpoints"
-DEFAULT_MESSAGES = {
-    "truncated_message": "{n} of {total} examples are longer than model.max_length={max_length} and were "
-    "truncated",
-    "lost_message": "{n} of {total} examples have a target that no encoded feature holds",
-}
 
 
 @dataclass
@@ -35,7 +30,7 @@ class TrainerSetup:
 
 
 def setup_data(
-    cfg: RunConfig, task: Task, splits: dict[str, list[Example]], backbone: str
+    cfg: RunConfig, task: TaskBase, splits: dict[str, list[Example]], backbone: str
 ) -> tuple[Any, dict[str, Features]]:
     """The backbone's tokenizer and every split encoded (one ``Features`` per split name, in input order).
     Prints the splits' summary table and warns, per split, of truncated examples and of examples whose
@@ -44,9 +39,8 @@ def setup_data(
     features = {name: encode_split(task, ex, tokenizer, cfg, name) for name, ex in splits.items()}
     print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
     for name, f in features.items():
-        for count, message in ((f.truncated, "truncated_message"), (f.lost, "lost_message")):
+        for count, text in ((f.truncated, task.traits.truncated_message), (f.lost, task.traits.lost_message)):
             if count:
-                text = getattr(task, message, DEFAULT_MESSAGES[message])
                 warn(
                     f"{name}: "
                     + text.format(n=count, total=len(splits[name]), max_length=cfg.model.max_length)
@@ -54,7 +48,7 @@ def setup_data(
     return tokenizer, features
 
 
-def setup_model(cfg: RunConfig, task: Task, backbone: str, tokenizer: Any) -> tuple[Any, bool]:
+def setup_model(cfg: RunConfig, task: TaskBase, backbone: str, tokenizer: Any) -> tuple[Any, bool]:
     """The task's model on ``backbone`` (seeded first, so that a rerun starts from the same head weights)
     and whether it trains on packed rows.
 
@@ -77,7 +71,7 @@ def setup_model(cfg: RunConfig, task: Task, backbone: str, tokenizer: Any) -> tu
 
 def setup_trainer(
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     splits: dict[str, list[Example]],
     features: dict[str, Features],
     model: Any,
@@ -96,20 +90,19 @@ def setup_trainer(
     Raises:
         ConfigError: ``train.metric`` not reported by the task (checked again now the model is known).
     """
-    from taskhead.engine.trainer import ListDataset, TaskheadTrainer, route_logs_to_stderr
+    from taskhead.engine.trainer import ListDataset, route_logs_to_stderr
 
     has_eval = "eval" in splits
     args, metric = _arguments(cfg, task, splits, work_dir, device=device, precision=precision, quiet=quiet)
     callbacks, budget = _callbacks(cfg, load_best=args.load_best_model_at_end)
-    make_trainer = getattr(task, "make_trainer", TaskheadTrainer)  # a task may bring a Trainer subclass
-    trainer = make_trainer(
+    trainer = task.make_trainer(  # TaskheadTrainer, or the task's own subclass
         model=model,
         args=args,
         train_dataset=ListDataset(features["train"].inputs),
         eval_dataset=ListDataset(features["eval"].inputs) if has_eval else None,
-        data_collator=_collator(task, tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
+        data_collator=task.make_collator(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
         processing_class=tokenizer,
-        compute_loss_func=None if getattr(task, "model_computes_loss", False) else task.loss,
+        compute_loss_func=None if task.traits.model_computes_loss else task.loss,
         callbacks=callbacks,
         task=task,
         train_features=features["train"],
@@ -129,7 +122,7 @@ def setup_trainer(
 
 def _arguments(
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     splits: dict[str, list[Example]],
     work_dir: Path,
     *,
@@ -180,7 +173,7 @@ def _callbacks(cfg: RunConfig, *, load_best: bool) -> tuple[list[Any], Any]:
 
 
 def encode_split(
-    task: Task, examples: list[Example], tokenizer: Any, config: RunConfig, desc: str
+    task: TaskBase, examples: list[Example], tokenizer: Any, config: RunConfig, desc: str
 ) -> Features:
     """Tokenize in chunks under a progress bar; the result is one Features in input order."""
     from tqdm.auto import tqdm
@@ -200,12 +193,12 @@ def encode_split(
     return merged
 
 
-def _load_tokenizer(backbone: str, config: RunConfig, task: Task) -> Any:
+def _load_tokenizer(backbone: str, config: RunConfig, task: TaskBase) -> Any:
     from transformers import AutoTokenizer
 
     remote = config.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote)
-    if getattr(task, "pretokenized", False) and getattr(tokenizer, "add_prefix_space", None) is False:
+    if task.traits.pretokenized and getattr(tokenizer, "add_prefix_space", None) is False:
         # byte-level BPE (RoBERTa, GPT-2): words given one by one need their leading space, as in pretraining
         tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote, add_prefix_space=True)
     if config.model.special_tokens:
@@ -251,14 +244,14 @@ def backbone_dir(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path
     )
 
 
-def group_by_length(cfg: RunConfig, task: Task) -> bool:
+def group_by_length(cfg: RunConfig, task: TaskBase) -> bool:
     """``train.group_by_length`` as set, or the task's own default (on unless the task says otherwise)."""
     if cfg.train.group_by_length is not None:
         return cfg.train.group_by_length
-    return getattr(task, "group_by_length", True)
+    return task.traits.group_by_length
 
 
-def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
+def use_packing(cfg: RunConfig, task: TaskBase, model: Any) -> bool:
     """``train.packing`` as set (refused where it cannot run), or by default on where the task trains on
     packed rows (classification), the model supports it, the run is one process and ``group_by_length`` is
     not explicitly on."""
@@ -268,13 +261,13 @@ def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
     distributed = process_count() > 1
     if cfg.train.packing is None:
         return (
-            getattr(task, "packing", False)
+            task.traits.packing
             and cfg.train.group_by_length is not True
             and not distributed
             and unsupported_reason(model) is None
         )
     if cfg.train.packing:
-        if not getattr(task, "packing", False):
+        if not task.traits.packing:
             raise ConfigError(f"train.packing: the {task.name} task does not train on packed rows")
         if distributed:
             raise ConfigError("train.packing: not available in multi-process runs; set it to false")
@@ -282,20 +275,6 @@ def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
         if reason:
             raise ConfigError(f"train.packing: {reason}")
     return cfg.train.packing
-
-
-def _collator(task: Task, tokenizer: Any, *, pad_to_multiple_of: int | None) -> Any:
-    """The training batches' collator: the task's own (masked-LM masking) or padding only."""
-    make = getattr(task, "make_collator", None)
-    if make is not None:
-        return make(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    from taskhead.data.collate import PadCollator
-
-    return PadCollator(
-        tokenizer.pad_token_id,
-        pad_to_multiple_of=pad_to_multiple_of,
-        sequence_labels=getattr(task, "sequence_labels", False),
-    )
 
 
 def _check_max_length(model: Any, config: RunConfig) -> None:
