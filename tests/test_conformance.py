@@ -221,7 +221,7 @@ def byte_level_bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", registered())
 def test_pretokenized_input_gets_prefix_spaces(name: str, byte_level_bpe: Path, tmp_path: Path) -> None:
     """Only tasks whose input is words load a byte-level BPE tokenizer with ``add_prefix_space``."""
-    from taskhead.workflows.train import _load_tokenizer
+    from taskhead.workflows.train_setup import _load_tokenizer
 
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_records(1))
     config = RunConfig.model_validate(

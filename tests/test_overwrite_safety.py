@@ -149,8 +149,8 @@ def test_overwrite_keeps_the_old_run_loadable_until_the_new_one_is_complete(
         taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})
     assert seen["during"] == old_predictions
     assert _snapshot(run_dir) == old  # a failed overwrite leaves the old run as it was
-    (kept,) = _siblings(run_dir)  # and the new one's checkpoints beside it, for --resume
-    assert kept.startswith(".run.taskhead-tmp-") and (tmp_path / kept / "checkpoints").is_dir()
+    lock, kept = _siblings(run_dir)  # the new one's checkpoints beside it, for --resume (its lock unheld)
+    assert lock == kept.replace("-tmp-", "-lock-") and (tmp_path / kept / "checkpoints").is_dir()
     monkeypatch.setattr(training, "_write_run", real_write_run)
 
     taskhead.train(cfg, quiet=True, overwrite=True, train={"seed": 7})
