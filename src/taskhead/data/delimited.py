@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from taskhead.data.readers import LINE_BREAK, Row
+from taskhead.data.types import LINE_BREAK, Row
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from taskhead.data.types import LINE_BREAK, Row
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:
@@ -43,14 +44,6 @@ FORMATS_BY_SUFFIX = {
     ".pq": "parquet",
     ".txt": "text",
 }
-
-
-@dataclass(slots=True)  # no per-row __dict__: a file's rows are held at once (about 100 bytes a row less)
-class Row:
-    """One record of a data file: its values by column name and where it was found."""
-
-    values: dict[str, Any]
-    where: int | str  # line number, or "record N"
 
 
 @dataclass
@@ -107,7 +100,6 @@ class TableStream:
             yield row
 
 
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # json.loads raises RecursionError past the interpreter's recursion limit (about 1,000 levels): the bound
 TOO_DEEP = "JSON nested too deeply (arrays/objects within each other beyond about 1,000 levels)"
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")

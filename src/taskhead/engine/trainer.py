@@ -18,7 +18,8 @@ from taskhead.workflows.predict import add_loss, forward_outputs
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig
-    from taskhead.tasks.base import Example, Features, Task
+    from taskhead.data.types import Example, Features
+    from taskhead.tasks.base import Task
 
 
 class ShuffledLengthGroupedSampler(torch.utils.data.Sampler[int]):

@@ -25,7 +25,7 @@ from taskhead.engine.trainer import TaskheadTrainer
 from taskhead.errors import ConfigError
 
 if TYPE_CHECKING:
-    from taskhead.tasks.base import Features
+    from taskhead.data.types import Features
 
 
 def build_encoder(

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from taskhead.data.types import Example, Features
 from taskhead.engine.devices import autocast_context, bf16_supported, resolve_device
 from taskhead.errors import ConfigError, DataError
-from taskhead.tasks.base import Example, Features
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
