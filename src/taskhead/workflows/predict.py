@@ -182,13 +182,16 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.backend = backend
         if backend == "onnx":  # ONNX Runtime on the CPU stands in for the torch module in forward_outputs
-            from taskhead.workflows.export import load_onnx_model
+            from taskhead.engine.onnx import export_dir, load_onnx_model
+            from taskhead.workflows.rundir import warn_leftovers
 
             if device not in ("auto", "cpu"):
                 raise ConfigError(
                     f"device: the onnx backend runs on the CPU; got {device!r} (use auto or cpu)"
                 )
             self.device = torch.device("cpu")
+            onnx_dir = export_dir(self.run_dir, onnx_dir)
+            warn_leftovers(onnx_dir)  # a folder an interrupted export left between two renames is put back
             self.model: Any = load_onnx_model(self.run_dir, onnx_dir, variant=onnx_variant)
         elif backend == "torch":
             self.device = resolve_device(device)
