@@ -157,3 +157,14 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Any:
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         table.add_row(key, text, *([""] * (len(table.columns) - 2)))
     return table
+
+
+def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:
+    """The mean loss of a labelled split, and its perplexity for tasks that report one (language models)."""
+    if loss is not None:
+        metrics["loss"] = loss
+        if getattr(task, "reports_perplexity", False):
+            from taskhead.tasks.generation_metrics import perplexity
+
+            metrics["perplexity"] = perplexity(loss)
+    return metrics

@@ -13,8 +13,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
-from taskhead.evaluation import scalar_metrics
-from taskhead.workflows.predict import add_loss, forward_outputs
+from taskhead.engine.forward import forward_outputs
+from taskhead.evaluation import add_loss, scalar_metrics
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig
