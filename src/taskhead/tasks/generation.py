@@ -569,7 +569,7 @@ class GenerationTask:
         return generated, loss
 
     def _generate_batch(
-        self, model: Any, batch: Batch, features: Features, config: Any, pad: int, seeded: bool
+        self, model: Any, batch: Batch, features: Features, config: Any, pad: Any, seeded: bool
     ) -> StepOutput:
         """One batch: the teacher-forced loss (summed over target tokens) when labelled, then ``generate``
         on the prompts (decoder-only prompts padded on the left)."""
