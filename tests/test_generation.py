@@ -132,7 +132,7 @@ def test_batch_order_is_random_for_generation_unless_set(
 ) -> None:
     from taskhead.config import RunConfig
     from taskhead.tasks import task_class
-    from taskhead.workflows.train import group_by_length
+    from taskhead.workflows.train_setup import group_by_length
 
     config = gen_config(tiny_generators["t5"], tmp_path)
     assert group_by_length(RunConfig.model_validate(config), task_class("generation")) is False

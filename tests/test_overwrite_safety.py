@@ -336,3 +336,91 @@ def test_a_trained_run_is_readable_by_the_group_under_umask_022(
     for path in [tmp_path / "run", *(tmp_path / "run").rglob("*")]:
         mode = path.stat().st_mode & 0o777
         assert mode & 0o044 == 0o044, f"{path}: {oct(mode)}"
+
+
+# ------------------------------------------------------------------ paths as users write them (adversary)
+
+
+def test_output_dir_with_dots_or_through_a_symlink_is_the_folder_it_names(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "runs" / "a"
+    cfg = tiny_config(tiny_backbone, sentiment_data, run_dir)
+    taskhead.train(cfg, quiet=True)
+    # `runs/a/model/..` is runs/a: an ordinary --overwrite, nothing left inside model/
+    taskhead.train(cfg, quiet=True, overwrite=True, output_dir=str(run_dir / "model" / ".."))
+    assert not [p for p in (run_dir / "model").iterdir() if "taskhead-" in p.name]
+    assert _siblings(run_dir) == []
+    # a symlink to an empty folder on "another disk" is that folder; a symlink to a run is that run
+    (tmp_path / "big" / "empty").mkdir(parents=True)
+    (tmp_path / "runs" / "elink").symlink_to(tmp_path / "big" / "empty")
+    taskhead.train(cfg, quiet=True, output_dir=str(tmp_path / "runs" / "elink"))
+    assert (tmp_path / "big" / "empty" / "taskhead.json").is_file()
+    (tmp_path / "runs" / "link").symlink_to(run_dir)
+    taskhead.train(
+        cfg, quiet=True, overwrite=True, output_dir=str(tmp_path / "runs" / "link"), train={"seed": 3}
+    )
+    assert (tmp_path / "runs" / "link").is_symlink()
+    assert json.loads((run_dir / "taskhead.json").read_text())["config"]["train"]["seed"] == 3
+    # `output_dir: .` from inside the run: refused before training (the swap would move the folder away)
+    monkeypatch.chdir(run_dir)
+    with pytest.raises(RunDirError, match=r"output_dir \.: holds your current folder"):
+        taskhead.train(cfg, quiet=True, overwrite=True, output_dir=".")
+    # an empty current folder is a fine place for an index
+    (tmp_path / "ix").mkdir()
+    monkeypatch.chdir(tmp_path / "ix")
+    rundir.replace_dir(Path("."), lambda d: (d / "index.json").write_text("{}"))
+    assert (tmp_path / "ix" / "index.json").is_file()
+
+
+def test_overwrite_refuses_files_the_user_added_inside_model_and_checkpoints(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(tiny_backbone, sentiment_data, run_dir)
+    taskhead.train(cfg, quiet=True)
+    assert "model/model.safetensors" in json.loads((run_dir / "taskhead.json").read_text())["files"]
+    rundir.check_replaceable(run_dir, rundir.RUN, "output_dir")  # as written: replaceable
+    (run_dir / "model" / "NOTES.md").write_text("my edits")
+    with pytest.raises(RunDirError, match=r"it holds model/NOTES\.md, which"):
+        taskhead.train(cfg, quiet=True, overwrite=True)
+    (run_dir / "model" / "NOTES.md").unlink()
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    (run_dir / "checkpoints" / "loss.png").write_text("plot")
+    with pytest.raises(RunDirError, match=r"it holds checkpoints/loss\.png, which"):
+        taskhead.train(cfg, quiet=True, overwrite=True)
+    assert (run_dir / "checkpoints" / "loss.png").read_text() == "plot"
+
+
+def test_an_output_file_is_never_an_input_nor_a_folder(
+    tiny_runs: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from taskhead.cli import main
+
+    run = str(tiny_runs["classification"])  # type: ignore[index]
+    texts = tmp_path / "in.txt"
+    texts.write_text("good movie\nbad film\n")
+    (tmp_path / "alias.txt").symlink_to(texts)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "a", "text": "good movie"}])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": "good movie", "positive": "great film"}])
+    cases = [
+        (["predict", run, str(texts), "-o", str(texts)], "is the input file"),
+        (["predict", run, str(texts), "-o", str(tmp_path / "alias.txt")], "is the input file"),
+        (["predict", run, str(texts), "-o", str(tmp_path / "sub" / ".." / "in.txt")], "is the input file"),
+        (["evaluate", run, str(corpus), "--output", str(corpus)], "is the input file"),
+        (["mine", str(pairs), str(corpus), "--model", run, "--out", str(corpus)], "is the input file"),
+        (["search", run, "--queries", str(texts), "--output", str(texts)], "is the input file"),
+        (["predict", run, str(texts), "-o", str(tmp_path)], "is a folder; give a file name"),
+    ]
+    capsys.readouterr()  # what building the fixture printed
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (argv, err)
+    assert texts.read_text() == "good movie\nbad film\n"
+    assert json.loads(corpus.read_text()) == {"id": "a", "text": "good movie"}
+    assert main(["predict", run, str(texts), "-o", str(tmp_path / "alias.txt")]) == 2
+    target = tmp_path / "out.jsonl"
+    (tmp_path / "out-link.jsonl").symlink_to(target)
+    assert main(["predict", run, str(texts), "-o", str(tmp_path / "out-link.jsonl")]) == 0
+    assert (tmp_path / "out-link.jsonl").is_symlink() and len(target.read_text().splitlines()) == 2

@@ -184,8 +184,10 @@ def _predictor(args: argparse.Namespace) -> Any:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.evaluation import metrics_table
-    from taskhead.workflows.rundir import atomic_write_json
+    from taskhead.workflows.rundir import atomic_write_json, check_output_file
 
+    if args.output:
+        check_output_file(args.output, "--output", [args.data])
     predictor = _predictor(args)
     metrics = predictor.evaluate(args.data)
     print_table(metrics_table(metrics, f"{args.data}"), stdout=True)
@@ -206,8 +208,10 @@ def evaluation_path(run_dir: Path, data: Path, args: argparse.Namespace) -> Path
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from taskhead.workflows.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text, check_output_file
 
+    if args.output:
+        check_output_file(args.output, "--output", [args.input])
     settings = _settings(args.settings)
     predictor = _predictor(args)
     predictions = predictor.predict_file(args.input, fmt=args.format, id_column=args.id_column, **settings)

@@ -130,6 +130,28 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def score_outputs(
+    task: Any, outputs: Any, features: Any, examples: Any, loss: float | None
+) -> dict[str, Any]:
+    """The metrics of one labelled split from the model's outputs on it: the task decodes the outputs of
+    ``features`` (in input order, from the forward pass) against ``examples`` and scores them, then the mean
+    ``loss`` is added (``add_loss``). The one scorer of the per-epoch evaluation
+    (``TaskheadTrainer.evaluate``), the final eval/test scoring of ``train()`` and ``Predictor.evaluate``,
+    so that all three report the same figures for the same outputs."""
+    return add_loss(task.score(task.decode(outputs, features, examples), examples), loss, task)
+
+
+def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:
+    """The mean loss of a labelled split, and its perplexity for tasks that report one (language models)."""
+    if loss is not None:
+        metrics["loss"] = loss
+        if getattr(task, "reports_perplexity", False):
+            from taskhead.tasks.generation_metrics import perplexity
+
+            metrics["perplexity"] = perplexity(loss)
+    return metrics
+
+
 def metrics_table(metrics: dict[str, Any], title: str) -> Any:
     """A rich Table: headline figures, then the per-class breakdown when there is one."""
     from rich.table import Table
@@ -157,14 +179,3 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Any:
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         table.add_row(key, text, *([""] * (len(table.columns) - 2)))
     return table
-
-
-def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str, Any]:
-    """The mean loss of a labelled split, and its perplexity for tasks that report one (language models)."""
-    if loss is not None:
-        metrics["loss"] = loss
-        if getattr(task, "reports_perplexity", False):
-            from taskhead.tasks.generation_metrics import perplexity
-
-            metrics["perplexity"] = perplexity(loss)
-    return metrics

@@ -12,11 +12,11 @@ import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from taskhead.data.types import LINE_BREAK, Row
+from taskhead.data.rows import LINE_BREAK, Row
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:
-    from taskhead.data.readers import TableStream
+    from taskhead.data.rows import TableStream
 
 
 def delimited_rows(
@@ -60,15 +60,7 @@ def delimited_rows(
                 raw, delimiter, mode, fields
             )
             if mode == csv.QUOTE_MINIMAL and runaway:
-                note(
-                    f"{path}:{line}: a quoted field runs over lines {line}-{reader.line_num}, swallowing "
-                    f"them: a stray quote (field starts {runaway!r}); "
-                    + (
-                        "TSV files such as GLUE's are unquoted: set data.quoting=none"
-                        if kind == "TSV"
-                        else "close the quote, or for an unquoted file set data.quoting=none"
-                    )
-                )
+                note(_stray_quote(f"{path}:{line}", line, reader.line_num, runaway, kind))
                 continue
             if columns is None:
                 columns = [c.strip() for c in fields] if header else [str(i) for i in range(len(fields))]
@@ -89,6 +81,19 @@ def delimited_rows(
         note(f"{path}:{start}: malformed {kind}: {exc}")
     if bad:
         raise DataError(bad, total=total_bad)
+
+
+def _stray_quote(where: str, line: int, end: int, runaway: str, kind: str) -> str:
+    """The problem of a quoted field that ran from ``line`` over the lines up to ``end``."""
+    return (
+        f"{where}: a quoted field runs over lines {line}-{end}, swallowing "
+        f"them: a stray quote (field starts {runaway!r}); "
+        + (
+            "TSV files such as GLUE's are unquoted: set data.quoting=none"
+            if kind == "TSV"
+            else "close the quote, or for an unquoted file set data.quoting=none"
+        )
+    )
 
 
 def _width_hint(fields: list[str], width: int, delimiter: str, quoting: str) -> str:

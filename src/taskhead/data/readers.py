@@ -16,18 +16,18 @@ rows into a ``Table``. Errors are the same either way.
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from taskhead.data.types import LINE_BREAK, Row
+from taskhead.data.delimited import delimited_rows
+from taskhead.data.json_readers import json_rows
+from taskhead.data.rows import LINE_BREAK, Row, Table, TableStream
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:
@@ -46,62 +46,6 @@ FORMATS_BY_SUFFIX = {
 }
 
 
-@dataclass
-class Table:
-    path: str
-    columns: list[str]
-    rows: list[Row] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not self.rows
-
-    def loc(self, row: Row) -> str:
-        """``file:LINE`` or ``file (record N)``."""
-        return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
-
-
-class TableStream:
-    """The rows of a data file as they are read, once: iterating reads the file (the whole file is never
-    held as one text, except a JSON array, which is one value). ``columns`` grows as rows are read (JSON
-    Lines: the union of the keys so far); ``count`` is the number of rows given so far.
-
-    Iterating raises DataError where the file cannot be read or decoded (when that point is reached) and,
-    after the last row, for the malformed lines or records it met (the rows between are still given).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.count = 0
-        self._columns: dict[str, None] = {}
-        self._rows: Iterator[Row] | None = None
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self._columns)
-
-    @property
-    def empty(self) -> bool:
-        return self.count == 0
-
-    def add_columns(self, names: Iterable[str]) -> None:
-        self._columns.update(dict.fromkeys(names))
-
-    def loc(self, row: Row) -> str:
-        """``file:LINE`` or ``file (record N)``."""
-        return f"{self.path}:{row.where}" if isinstance(row.where, int) else f"{self.path} ({row.where})"
-
-    def __iter__(self) -> Iterator[Row]:
-        rows, self._rows = self._rows, None
-        if rows is None:
-            raise RuntimeError(f"{self.path}: a TableStream is read once")
-        for row in rows:
-            self.count += 1
-            yield row
-
-
-# json.loads raises RecursionError past the interpreter's recursion limit (about 1,000 levels): the bound
-TOO_DEEP = "JSON nested too deeply (arrays/objects within each other beyond about 1,000 levels)"
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
@@ -392,12 +336,10 @@ def stream_table(
     if fmt == "parquet":
         table._rows = _parquet_rows(table, Path(path))
     elif fmt == "jsonl":
-        table._rows = _json_rows(table, text_lines(path, encoding), max_errors)
+        table._rows = json_rows(table, text_lines(path, encoding), max_errors)
     elif fmt == "text":
         table._rows = _text_rows(table, text_lines(path, encoding), text_column)
     else:
-        from taskhead.data.delimited import delimited_rows
-
         lines = text_lines(path, encoding)
         delimiter = "," if fmt == "csv" else "\t"
         table._rows = delimited_rows(table, lines, delimiter, header, quoting, max_errors)
@@ -425,105 +367,6 @@ def sniff_format(text: str) -> str:
         return "jsonl" if isinstance(json.loads(first), dict) else "text"
     except (json.JSONDecodeError, RecursionError):
         return "text"
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def lone_surrogate(value: Any) -> str | None:
-    """Where ``value`` (a str, or lists and dicts of them) holds a lone surrogate: ``"text: U+D800"``,
-    ``"tokens[2]: U+DC00"``, or None.
-
-    JSON's ``"\\ud800"`` escape and Python strings can carry one; it is no Unicode character, so no tokenizer
-    can encode it (and UTF-8 output cannot hold it).
-    """
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            found = _SURROGATE.search(item)
-            if found:
-                return f"{where or 'value'}: U+{ord(found.group()):04X}"
-        elif isinstance(item, dict):
-            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in item.items())
-        elif isinstance(item, (list, tuple)):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-    return None
-
-
-def _surrogate_problem(loc: str, record: Any) -> str | None:
-    found = lone_surrogate(record)
-    if found is None:
-        return None
-    return (
-        f"{loc}: {found}: a lone surrogate (an unpaired \\ud800-\\udfff escape) is not a character; "
-        f"expected valid Unicode text"
-    )
-
-
-def _json_rows(table: TableStream, lines: Iterator[str], max_errors: int) -> Iterator[Row]:
-    """JSON Lines records as they are read, or the records of a JSON array (a file whose first non-blank
-    character is ``[``, read whole: it is one value)."""
-    numbered = enumerate(lines, 1)
-    head: list[str] = []  # the blank lines before the first value, and its line
-    for _, line in numbered:
-        head.append(line)
-        if line.strip():
-            break
-    if head and head[-1].lstrip().startswith("["):
-        text = "".join(head) + "".join(line for _, line in numbered)
-        yield from _json_array_rows(table, text, max_errors)
-        return
-    path = table.path
-    bad: list[str] = []
-    total_bad = 0
-    for i, line in itertools.chain(enumerate(head, 1), numbered):
-        if not line.strip():
-            continue
-        problem = None
-        try:
-            value = json.loads(line.rstrip("\r\n"))  # a line break would move the column of an error
-        except json.JSONDecodeError as exc:
-            problem = f"{path}:{i}: malformed JSON line: {exc.msg} (column {exc.colno})"
-        except RecursionError:
-            problem = f"{path}:{i}: {TOO_DEEP}"
-        else:
-            if not isinstance(value, dict):
-                problem = f"{path}:{i}: expected a JSON object per line, found {type(value).__name__}"
-            else:
-                problem = _surrogate_problem(f"{path}:{i}", value)
-        if problem is not None:
-            total_bad += 1
-            if len(bad) < max_errors:
-                bad.append(problem)
-            continue
-        table.add_columns(value)
-        yield Row(value, i)
-    if bad:
-        raise DataError(bad, total=total_bad)
-
-
-def _json_array_rows(table: TableStream, text: str, max_errors: int) -> Iterator[Row]:
-    path = table.path
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError([f"{path}:{exc.lineno}: malformed JSON: {exc.msg}"]) from None
-    except RecursionError:
-        raise DataError([f"{path}: {TOO_DEEP}"]) from None
-    del text
-    rows = [Row(r, f"record {i}") for i, r in enumerate(records, 1)]
-    bad = [
-        f"{path} ({r.where}): expected a JSON object, found {type(r.values).__name__}"
-        for r in rows
-        if not isinstance(r.values, dict)
-    ]
-    bad += [p for r in rows if (p := _surrogate_problem(f"{path} ({r.where})", r.values))]
-    if bad:
-        raise DataError(bad[:max_errors], total=len(bad))
-    for row in rows:
-        table.add_columns(row.values)
-    yield from rows
 
 
 def _parquet_rows(table: TableStream, path: Path) -> Iterator[Row]:

@@ -15,9 +15,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from taskhead.data.readers import TOO_DEEP, Row, Table, detect_format, read_table, read_text_source
+from taskhead.data.json_readers import TOO_DEEP
+from taskhead.data.qa_fields import (
+    ANSWER_OBJECT,
+    AnswerFields,
+    QARecord,
+    answer_span,
+    answer_spans,
+    check_unique,
+    kind_of,
+    question_id,
+    text_field,
+)
+from taskhead.data.readers import Row, Table, detect_format, read_table, read_text_source
 from taskhead.data.validation import Problems, require_column
 from taskhead.errors import ConfigError, DataError
 
@@ -28,156 +40,9 @@ DEFAULT_COLUMNS: dict[str, str] = {
     "answers": "answers",
     "answer_start": "answer_start",
 }
-SHOWN_CHARS = 60  # texts quoted in messages are shortened to this many characters
 SNIFF_BYTES = 1 << 20
 
-_ANSWER_OBJECT = '{"text", "answer_start"}'
 _SQUAD_HEAD = re.compile(r'"data"\s*:\s*\[\s*[\{\]]')
-_INTEGER = re.compile(r"\s*-?\d+\s*")
-
-
-@dataclass
-class QARecord:
-    """One question with its context and gold answers (text, character start in the context)."""
-
-    id: str
-    question: str
-    context: str
-    answers: list[tuple[str, int]]  # [] when unanswerable or read unlabelled
-    is_impossible: bool  # SQuAD v2 `is_impossible`; False for v1.1 and when unlabelled
-    where: str  # "dev.json (article 3 'Normans', question 56dd...)" or "qa.jsonl:12 (question q7)"
-    title: str | None = None  # the article's title (SQuAD JSON), for splitting by article
-
-
-class _Fields(NamedTuple):
-    """How one answer's parts are named in messages."""
-
-    answer: str  # e.g. answers[0]
-    text: str  # e.g. answers[0].text
-    start: str  # e.g. answers[0].answer_start
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-
-
-def _kind(value: Any) -> str:
-    """``type value`` for messages, the value shortened."""
-    return f"{type(value).__name__} {_shorten(repr(value))}"
-
-
-def _text(value: Any, where: str, name: str, problems: Problems) -> str | None:
-    """A non-empty string, or a located problem."""
-    if value is None:
-        problems.add(f"{where}: {name}: missing, expected a non-empty text")
-    elif not isinstance(value, str):
-        problems.add(f"{where}: {name}: expected a text (string), found {_kind(value)}")
-    elif not value.strip():
-        problems.add(f"{where}: {name}: empty, expected a non-empty text, found {value!r}")
-    else:
-        return value
-    return None
-
-
-def _offset(value: Any, where: str, name: str, problems: Problems, text_cells: bool) -> int | None:
-    """An integer character offset; from CSV/TSV (``text_cells``) also a string of digits."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if text_cells and isinstance(value, str) and _INTEGER.fullmatch(value):
-        return int(value)
-    if value is None or value == "":
-        problems.add(f"{where}: {name}: missing, expected an integer character offset into the context")
-    else:
-        problems.add(f"{where}: {name}: expected an integer character offset, found {_kind(value)}")
-    return None
-
-
-def _elsewhere(text: str, start: int, context: str) -> str:
-    """Where the answer text does occur (the occurrence nearest to ``start``), as a hint."""
-    positions = [m.start() for m in re.finditer(re.escape(text), context)]
-    if not positions:
-        return "; the text does not occur in the context"
-    nearest = min(positions, key=lambda p: abs(p - start))
-    return f"; the text occurs at offset {nearest}"
-
-
-def _span(
-    text_value: Any,
-    start_value: Any,
-    context: str | None,
-    where: str,
-    names: _Fields,
-    problems: Problems,
-    text_cells: bool = False,
-) -> tuple[str, int] | None:
-    """One checked answer ``(text, start)``, or None after reporting its problems.
-
-    An answer text with surrounding whitespace is accepted, stripped and with its start moved, when the
-    stripped text is at the offset (a few SQuAD answers have such whitespace).
-    """
-    text = None
-    if isinstance(text_value, str) and not text_value.strip():
-        problems.add(f"{where}: {names.text}: empty answer text, expected the answer, found {text_value!r}")
-    else:
-        text = _text(text_value, where, names.text, problems)
-    start = _offset(start_value, where, names.start, problems, text_cells)
-    if text is None or start is None or context is None:
-        return None
-    if not 0 <= start < len(context):
-        problems.add(
-            f"{where}: {names.start}: out of range, expected an offset from 0 to {len(context) - 1} "
-            f"(the context has {len(context)} characters), found {start}"
-        )
-        return None
-    stripped = text.strip()
-    for moved in (start + len(text) - len(text.lstrip()), start):  # past leading whitespace, or at start
-        if context.startswith(stripped, moved):
-            return stripped, moved
-    found = context[start : start + len(text)]
-    problems.add(
-        f"{where}: {names.answer}: answer_start {start} points at {_shorten(found)!r} in the context, "
-        f"expected {_shorten(text)!r}{_elsewhere(stripped, start, context)}"
-    )
-    return None
-
-
-def _span_list(
-    items: list[Any], name: str, context: str | None, where: str, problems: Problems
-) -> list[tuple[str, int]] | None:
-    """A list of ``{"text", "answer_start"}`` objects, checked; None when any is wrong."""
-    spans: list[tuple[str, int]] = []
-    ok = True
-    for n, item in enumerate(items):
-        names = _Fields(f"{name}[{n}]", f"{name}[{n}].text", f"{name}[{n}].answer_start")
-        if not isinstance(item, dict):
-            problems.add(f"{where}: {names.answer}: expected an object {_ANSWER_OBJECT}, found {_kind(item)}")
-            ok = False
-            continue
-        span = _span(item.get("text"), item.get("answer_start"), context, where, names, problems)
-        if span is None:
-            ok = False
-        else:
-            spans.append(span)
-    return spans if ok else None
-
-
-def _question_id(value: Any, default: str, where: str, problems: Problems) -> str:
-    """The question id as a string (integers allowed); ``default`` when there is none."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        problems.add(f"{where}: id: expected a string or an integer, found {_kind(value)}")
-        return default
-    return str(value)
-
-
-def _check_unique(qid: str, where: str, seen: dict[str, str], problems: Problems) -> None:
-    if qid in seen:
-        problems.add(
-            f"{where}: id: duplicated question id {qid!r}, expected unique ids, first seen at {seen[qid]}"
-        )
-    else:
-        seen[qid] = where
 
 
 # ---------------------------------------------------------------------------------------------- SQuAD JSON
@@ -227,7 +92,7 @@ def _load_squad(name: str, text: str) -> dict[str, Any]:
     elif isinstance(value, dict):
         found = f"an object with keys {', '.join(map(repr, list(value)[:8])) or 'none'}"
     else:
-        found = _kind(value)
+        found = kind_of(value)
     raise DataError(
         [f'{name}: not SQuAD JSON, expected an object with a "data" list of articles, found {found}']
     )
@@ -266,21 +131,21 @@ class _SquadReader:
         if not isinstance(article, dict):
             self.problems.add(
                 f'{self.name} (article {i}): expected an object with "title" and "paragraphs", '
-                f"found {_kind(article)}"
+                f"found {kind_of(article)}"
             )
             return
         title = None if article.get("title") is None else str(article["title"])
         prefix = f"{self.name} (article {i}" + (f" {title!r}" if title else "")
         paragraphs = article.get("paragraphs")
         if not isinstance(paragraphs, list):
-            found = "missing" if paragraphs is None else f"found {_kind(paragraphs)}"
+            found = "missing" if paragraphs is None else f"found {kind_of(paragraphs)}"
             self.problems.add(
                 f'{prefix}): paragraphs: expected a list of {{"context", "qas"}} objects, {found}'
             )
             return
         for j, paragraph in enumerate(paragraphs, 1):
             if not isinstance(paragraph, dict):
-                found = _kind(paragraph)
+                found = kind_of(paragraph)
                 self.problems.add(
                     f'{prefix}, paragraph {j}): expected an object with "context" and "qas", found {found}'
                 )
@@ -289,27 +154,27 @@ class _SquadReader:
 
     def paragraph(self, prefix: str, at: tuple[int, int], title: str | None, paragraph: dict) -> None:
         where = f"{prefix}, paragraph {at[1]})"
-        context = _text(paragraph.get("context"), where, "context", self.problems)
+        context = text_field(paragraph.get("context"), where, "context", self.problems)
         qas = paragraph.get("qas")
         if not isinstance(qas, list):
-            found = "missing" if qas is None else f"found {_kind(qas)}"
+            found = "missing" if qas is None else f"found {kind_of(qas)}"
             self.problems.add(f"{where}: qas: expected a list of questions, {found}")
             return
         for k, qa in enumerate(qas, 1):
             place = f"{prefix}, paragraph {at[1]}, question {k})"
             if not isinstance(qa, dict):
-                found = _kind(qa)
+                found = kind_of(qa)
                 self.problems.add(
                     f'{place}: expected an object with "id", "question" and "answers", found {found}'
                 )
                 continue
-            qid = _question_id(qa.get("id"), f"{at[0]}.{at[1]}.{k}", place, self.problems)
+            qid = question_id(qa.get("id"), f"{at[0]}.{at[1]}.{k}", place, self.problems)
             where = place if qa.get("id") in (None, "") else f"{prefix}, question {qid})"
             self.question(qid, where, title, context, qa)
 
     def question(self, qid: str, where: str, title: str | None, context: str | None, qa: dict) -> None:
-        _check_unique(qid, where, self.seen, self.problems)
-        question = _text(qa.get("question"), where, "question", self.problems)
+        check_unique(qid, where, self.seen, self.problems)
+        question = text_field(qa.get("question"), where, "question", self.problems)
         answers = self.answers(qa, where, context) if self.labelled else ([], False)
         if question is not None and context is not None and answers is not None:
             self.records.append(QARecord(qid, question, context, answers[0], answers[1], where, title))
@@ -317,12 +182,12 @@ class _SquadReader:
     def answers(self, qa: dict[str, Any], where: str, context: str | None) -> tuple[list, bool] | None:
         impossible = qa.get("is_impossible", False)
         if not isinstance(impossible, bool):
-            self.problems.add(f"{where}: is_impossible: expected true or false, found {_kind(impossible)}")
+            self.problems.add(f"{where}: is_impossible: expected true or false, found {kind_of(impossible)}")
             return None
         raw = qa.get("answers", [] if impossible else None)
         if not isinstance(raw, list):
-            found = "missing" if raw is None else f"found {_kind(raw)}"
-            self.problems.add(f"{where}: answers: expected a list of {_ANSWER_OBJECT} objects, {found}")
+            found = "missing" if raw is None else f"found {kind_of(raw)}"
+            self.problems.add(f"{where}: answers: expected a list of {ANSWER_OBJECT} objects, {found}")
             return None
         if impossible and raw:
             self.problems.add(
@@ -338,7 +203,7 @@ class _SquadReader:
             )
             self.problems.add(f"{where}: answers: no answers, expected at least one {unanswerable}, found []")
             return None
-        spans = _span_list(raw, "answers", context, where, self.problems)
+        spans = answer_spans(raw, "answers", context, where, self.problems)
         return None if spans is None else (spans, impossible)
 
 
@@ -403,13 +268,13 @@ class _TableReader:
 
     def record(self, row: Row) -> QARecord | None:
         base = self.table.loc(row)
-        qid = _question_id(row.values.get(self.id) if self.id else None, str(row.where), base, self.problems)
+        qid = question_id(row.values.get(self.id) if self.id else None, str(row.where), base, self.problems)
         where = base
         if qid != str(row.where):
             where = f"{base[:-1]}, question {qid})" if base.endswith(")") else f"{base} (question {qid})"
-        _check_unique(qid, where, self.seen, self.problems)
-        question = _text(row.values.get(self.question), where, self.question, self.problems)
-        context = _text(row.values.get(self.context), where, self.context, self.problems)
+        check_unique(qid, where, self.seen, self.problems)
+        question = text_field(row.values.get(self.question), where, self.question, self.problems)
+        context = text_field(row.values.get(self.context), where, self.context, self.problems)
         answers = self.spans(row, where, context) if self.answers is not None else []
         if question is None or context is None or answers is None:
             return None
@@ -422,17 +287,17 @@ class _TableReader:
             if not value.strip():
                 return []
             start = row.values.get(self.start) if self.start else None
-            names = _Fields(name, name, str(self.start))
-            span = _span(value, start, context, where, names, self.problems, self.text_cells)
+            names = AnswerFields(name, name, str(self.start))
+            span = answer_span(value, start, context, where, names, self.problems, self.text_cells)
             return None if span is None else [span]
         if isinstance(value, list):
-            return _span_list(value, name, context, where, self.problems)
+            return answer_spans(value, name, context, where, self.problems)
         if isinstance(value, dict) and isinstance(value.get("text"), list):
             return self.columnar(value, name, where, context)
-        found = "missing" if value is None else f"found {_kind(value)}"
+        found = "missing" if value is None else f"found {kind_of(value)}"
         self.problems.add(
             f'{where}: {name}: expected the answers as {{"text": [...], "answer_start": [...]}}, a list of '
-            f"{_ANSWER_OBJECT} objects, or a text with its start in column {self.start!r}, {found}"
+            f"{ANSWER_OBJECT} objects, or a text with its start in column {self.start!r}, {found}"
         )
         return None
 
@@ -442,7 +307,7 @@ class _TableReader:
         """The Hugging Face datasets layout ``{"text": [...], "answer_start": [...]}``."""
         texts, starts = value["text"], value.get("answer_start")
         if not isinstance(starts, list) or len(starts) != len(texts):
-            found = f"{len(starts)}" if isinstance(starts, list) else _kind(starts)
+            found = f"{len(starts)}" if isinstance(starts, list) else kind_of(starts)
             self.problems.add(
                 f"{where}: {name}.answer_start: expected a list of {len(texts)} offsets (one per text), "
                 f"found {found}"
@@ -450,8 +315,8 @@ class _TableReader:
             return None
         spans = []
         for n, (text, start) in enumerate(zip(texts, starts, strict=True)):
-            names = _Fields(f"{name}[{n}]", f"{name}.text[{n}]", f"{name}.answer_start[{n}]")
-            spans.append(_span(text, start, context, where, names, self.problems))
+            names = AnswerFields(f"{name}[{n}]", f"{name}.text[{n}]", f"{name}.answer_start[{n}]")
+            spans.append(answer_span(text, start, context, where, names, self.problems))
         return None if None in spans else [s for s in spans if s is not None]
 
 

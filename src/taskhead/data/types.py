@@ -1,27 +1,14 @@
 """Plain data types shared by the data readers, the tasks, the workflows and the console.
 
 They live in ``data/`` (the lowest layer that knows about examples) so that ``data/`` and ``console`` never
-import ``tasks/``; ``taskhead.tasks.base`` re-exports the task-facing ones (``Example``, ``Features``,
-``SplitSummary``) and ``taskhead.data.readers`` the reader-facing ones (``Row``, ``LINE_BREAK``).
+import ``tasks/``; ``taskhead.tasks.base`` re-exports them for the tasks. The rows of data files (``Row``,
+``Table``, ``TableStream``) are ``taskhead.data.rows``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
-"""The line breaks of every reader: LF, CRLF and a lone CR (never U+2028, U+0085 or a form feed)."""
-
-
-@dataclass(slots=True)  # no per-row __dict__: a file's rows are held at once (about 100 bytes a row less)
-class Row:
-    """One record of a data file: its values by column name and where it was found."""
-
-    values: dict[str, Any]
-    where: int | str  # line number, or "record N"
-
 
 Example = dict[str, Any]
 """One validated input record: task fields plus ``id`` (optional) and ``_where`` (``file:line``)."""

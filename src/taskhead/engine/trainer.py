@@ -14,7 +14,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
 from taskhead.engine.forward import forward_outputs
-from taskhead.evaluation import add_loss, scalar_metrics
+from taskhead.evaluation import scalar_metrics, score_outputs
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig
@@ -221,8 +221,8 @@ class TaskheadTrainer(Trainer):
             return {}
         examples, features = self.eval_split
         outputs, loss = self.run_split(examples, features)
-        metrics = self.task.score(self.task.decode(outputs, features, examples), examples)
-        add_loss(metrics, loss, self.task)  # the loss, and perplexity where the task reports one
+        # the scorer of the final eval/test scoring too: the loss, and perplexity where the task reports one
+        metrics = score_outputs(self.task, outputs, features, examples, loss)
         flat = {f"{metric_key_prefix}_{k}": v for k, v in scalar_metrics(metrics).items()}
         self.log(flat)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)

@@ -16,6 +16,39 @@ from taskhead.errors import RetrievalError
 
 def register(subparsers: Any) -> dict[str, Any]:
     """Add the retrieval commands to ``taskhead``'s sub-parsers; returns ``{command: handler}``."""
+    _index_commands(subparsers)
+    s = subparsers.add_parser("search", help="search an index with one query or a file of queries")
+    s.add_argument("index_dir")
+    s.add_argument("query", nargs="?", help="query text (or use --queries)")
+    s.add_argument("--queries", help="queries file: JSON Lines, TSV, CSV or text (one query per line)")
+    s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    s.add_argument("--output", "-o", help="JSON Lines output for --queries (default: standard output)")
+    _rerank_options(s)
+    _encoder_options(s, model=True)
+
+    m = subparsers.add_parser("mine", help="hard negatives: (anchor, positive) pairs -> triplets")
+    m.add_argument("pairs", help="CSV/TSV/JSON Lines file with anchor and positive columns")
+    m.add_argument("corpus", help="corpus file, BEIR folder or index directory to draw negatives from")
+    m.add_argument("--model", help="MODEL_OR_RUN (required unless CORPUS is an index directory)")
+    m.add_argument("--out", required=True, help="triplets JSON Lines file to write")
+    m.add_argument("--negatives", type=int, default=1, help="negatives per pair (default: 1)")
+    m.add_argument("--range-min", type=int, default=0, help="skip the best N candidates (default: 0)")
+    m.add_argument("--range-max", type=int, default=50, help="consider ranks up to N (default: 50)")
+    m.add_argument(
+        "--margin",
+        type=_margin,
+        default=0.95,
+        help="drop candidates scored above positive_score * MARGIN (default 0.95; 'none' keeps them)",
+    )
+    m.add_argument("--anchor-column", default="anchor")
+    m.add_argument("--positive-column", default="positive")
+    _corpus_options(m)
+    _encoder_options(m)
+    return {"index": _cmd_index, "search": _cmd_search, "mine": _cmd_mine}
+
+
+def _index_commands(subparsers: Any) -> None:
+    """``taskhead index build | add | evaluate``."""
     idx = subparsers.add_parser("index", help="build, extend or evaluate an embedding index")
     actions = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
 
@@ -48,35 +81,6 @@ def register(subparsers: Any) -> dict[str, Any]:
     e.add_argument("--output", "-o", help="write mean and per-query metrics as JSON")
     _rerank_options(e)
     _encoder_options(e, model=True)
-
-    s = subparsers.add_parser("search", help="search an index with one query or a file of queries")
-    s.add_argument("index_dir")
-    s.add_argument("query", nargs="?", help="query text (or use --queries)")
-    s.add_argument("--queries", help="queries file: JSON Lines, TSV, CSV or text (one query per line)")
-    s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
-    s.add_argument("--output", "-o", help="JSON Lines output for --queries (default: standard output)")
-    _rerank_options(s)
-    _encoder_options(s, model=True)
-
-    m = subparsers.add_parser("mine", help="hard negatives: (anchor, positive) pairs -> triplets")
-    m.add_argument("pairs", help="CSV/TSV/JSON Lines file with anchor and positive columns")
-    m.add_argument("corpus", help="corpus file, BEIR folder or index directory to draw negatives from")
-    m.add_argument("--model", help="MODEL_OR_RUN (required unless CORPUS is an index directory)")
-    m.add_argument("--out", required=True, help="triplets JSON Lines file to write")
-    m.add_argument("--negatives", type=int, default=1, help="negatives per pair (default: 1)")
-    m.add_argument("--range-min", type=int, default=0, help="skip the best N candidates (default: 0)")
-    m.add_argument("--range-max", type=int, default=50, help="consider ranks up to N (default: 50)")
-    m.add_argument(
-        "--margin",
-        type=_margin,
-        default=0.95,
-        help="drop candidates scored above positive_score * MARGIN (default 0.95; 'none' keeps them)",
-    )
-    m.add_argument("--anchor-column", default="anchor")
-    m.add_argument("--positive-column", default="positive")
-    _corpus_options(m)
-    _encoder_options(m)
-    return {"index": _cmd_index, "search": _cmd_search, "mine": _cmd_mine}
 
 
 def _margin(value: str) -> float | None:
@@ -228,8 +232,10 @@ def _index_add(args: argparse.Namespace) -> int:
 def _index_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.retrieval.metrics import evaluate
-    from taskhead.workflows.rundir import atomic_write_json
+    from taskhead.workflows.rundir import atomic_write_json, check_output_file
 
+    if args.output:
+        check_output_file(args.output, "--output", [args.queries, args.qrels, args.beir])
     queries, qrels = _judged_queries(args)
     index = _load_index(args)
     ids = list(queries)
@@ -306,7 +312,7 @@ def _retrieve(
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from taskhead.workflows.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text, check_output_file
 
     if (args.query is None) == (args.queries is None):
         raise RetrievalError("search: give one query text or --queries FILE (not both)")
@@ -314,6 +320,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise RetrievalError(f"-k: expected a positive integer, found {args.k}")
     if args.output and not args.queries:
         raise RetrievalError("--output: only with --queries (a single query prints a table)")
+    if args.output:
+        check_output_file(args.output, "--output", [args.queries])
     index = _load_index(args)
     if args.query is not None:
         hits = _retrieve(args, index, [args.query], args.k)[0]
@@ -359,8 +367,9 @@ def _print_hits(query: str, hits: list[dict[str, Any]], similarity: str) -> None
 def _cmd_mine(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
     from taskhead.retrieval.mining import mine_triplets, read_pairs, summary
-    from taskhead.workflows.rundir import atomic_write_text
+    from taskhead.workflows.rundir import atomic_write_text, check_output_file
 
+    check_output_file(args.out, "--out", [args.pairs, args.corpus])
     pairs = read_pairs(args.pairs, anchor_column=args.anchor_column, positive_column=args.positive_column)
     if (Path(args.corpus) / "index.json").is_file():
         index = Index.load(args.corpus, model=args.model, **_encoder_kwargs(args))

@@ -139,7 +139,20 @@ def read_corpus(
             )
     if id_column is None:
         id_column = next((c for c in ("id", "_id") if c in table.columns), None)
-    docs, problems = [], []
+    docs, problems = _table_docs(table, text_column, id_column, title_column)
+    if problems:
+        raise DataError(problems[:MAX_ERRORS], total=len(problems))
+    _check_unique_located(docs, table.path, [r.where for r in table.rows])
+    return docs
+
+
+def _table_docs(
+    table: Any, text_column: str, id_column: str | None, title_column: str | None
+) -> tuple[list[Doc], list[str]]:
+    """The documents of a table's rows (title before text; the other columns as metadata) and the located
+    problems of the rows that hold none (no text, no id)."""
+    docs: list[Doc] = []
+    problems: list[str] = []
     for row in table.rows:
         text = row.values.get(text_column)
         title = row.values.get(title_column) if title_column else None
@@ -156,10 +169,7 @@ def read_corpus(
         if isinstance(metadata.get("metadata"), dict):  # a nested metadata object, as docs.jsonl has it
             metadata.update(metadata.pop("metadata"))
         docs.append(Doc(str(ident) if id_column else str(row.where), text, metadata))
-    if problems:
-        raise DataError(problems[:MAX_ERRORS], total=len(problems))
-    _check_unique_located(docs, table.path, [r.where for r in table.rows])
-    return docs
+    return docs, problems
 
 
 def _read_text_corpus(path: str, encoding: str) -> list[Doc]:

@@ -106,7 +106,6 @@ def create_app(
     indexes = indexes or {}
     settings = settings or ServeSettings()
     batchers = {name: MicroBatcher(predictor, settings) for name, predictor in models.items()}
-    index_locks = {name: asyncio.Lock() for name in indexes}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,13 +123,15 @@ def create_app(
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
     app.add_middleware(CatchAll)  # outermost of ours: a 500 keeps the connection usable
     _error_handlers(app)
-    errors: dict[int | str, dict[str, Any]] = {
-        404: {"description": "unknown model or index"},
-        408: {"description": "the body did not arrive within the server's --body-timeout"},
-        413: {"description": "body or batch over the server's limits"},
-        415: {"description": "a body that is not JSON"},
-        422: {"description": "malformed request or inputs the task cannot take"},
-    }
+    _listing_routes(app, models, indexes, batchers)
+    _serving_routes(app, indexes, batchers, settings)
+    return app
+
+
+def _listing_routes(
+    app: FastAPI, models: dict[str, Any], indexes: dict[str, Any], batchers: dict[str, MicroBatcher]
+) -> None:
+    """``GET /health``, ``/v1/models``, ``/v1/indexes``."""
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -144,6 +145,21 @@ def create_app(
     @app.get("/v1/indexes", response_model=IndexesResponse)
     async def list_indexes() -> IndexesResponse:
         return IndexesResponse(indexes=sorted(indexes))
+
+
+def _serving_routes(
+    app: FastAPI, indexes: dict[str, Any], batchers: dict[str, MicroBatcher], settings: ServeSettings
+) -> None:
+    """``POST /v1/models/{name}/predict`` (through the model's micro-batcher) and
+    ``/v1/indexes/{name}/search`` (one search at a time per index)."""
+    index_locks = {name: asyncio.Lock() for name in indexes}
+    errors: dict[int | str, dict[str, Any]] = {
+        404: {"description": "unknown model or index"},
+        408: {"description": "the body did not arrive within the server's --body-timeout"},
+        413: {"description": "body or batch over the server's limits"},
+        415: {"description": "a body that is not JSON"},
+        422: {"description": "malformed request or inputs the task cannot take"},
+    }
 
     @app.post(
         "/v1/models/{name}/predict",
@@ -173,8 +189,6 @@ def create_app(
         body = await read_body(request, SearchRequest)
         index = indexes.get(name) or _not_found("index", name, indexes)
         return await search_index(index, index_locks[name], body, settings)
-
-    return app
 
 
 async def search_index(

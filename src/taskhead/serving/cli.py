@@ -35,6 +35,14 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     p.add_argument("--index", action="append", default=[], metavar="INDEX_DIR", help="index, or NAME=DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    _add_batching_options(p, d)
+    _add_limit_options(p, d)
+    _add_backend_options(p)
+    return {"serve": _cmd_serve}
+
+
+def _add_batching_options(p: argparse.ArgumentParser, d: Any) -> None:
+    """Micro-batching: how many inputs merge into one batch, the forward batch size, the wait."""
     p.add_argument(
         "--max-batch",
         type=_positive_int,
@@ -53,6 +61,10 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         help=f"how long a request waits for others to join its batch (default: {d.batch_wait_ms:g})",
     )
     p.add_argument("--no-micro-batching", action="store_true", help="run each request alone")
+
+
+def _add_limit_options(p: argparse.ArgumentParser, d: Any) -> None:
+    """Request limits: body size, inputs per request, text length (and what a long input gets), timeouts."""
     p.add_argument(
         "--max-body-bytes",
         type=_positive_int,
@@ -93,6 +105,10 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         help="idle keep-alive connections, and requests whose headers are not in after this long, are closed "
         f"(default: {d.keep_alive_s})",
     )
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    """The forward pass: remote code consent, backend, device, precision; and the log level."""
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own Python code")
     p.add_argument(
         "--backend", default="torch", choices=["torch", "onnx"], help="forward pass engine (default: torch)"
@@ -107,7 +123,6 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         "bf16 and fp16 run only where the device runs them natively, else fp32)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    return {"serve": _cmd_serve}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from taskhead.data.types import Example, Features
 from taskhead.engine.devices import bf16_supported, resolve_device
 from taskhead.engine.forward import forward_outputs
 from taskhead.errors import ConfigError, DataError
-from taskhead.evaluation import add_loss
+from taskhead.evaluation import score_outputs
 
 
 def inference_precision(device: torch.device, precision: str, backend: str = "torch") -> str:
@@ -242,7 +242,7 @@ class Predictor:
         """The task's example for one input; dicts may use the run's training column names (``columns``,
         default the run's ``data.columns``) or the generic names (``text``/``text_pair``,
         ``question``/``context``, ``source``)."""
-        from taskhead.data.readers import lone_surrogate
+        from taskhead.data.json_readers import lone_surrogate
 
         found = lone_surrogate(record)
         if found is not None:
@@ -427,8 +427,7 @@ class Predictor:
         outputs, features, loss = self._run(
             examples, with_loss=True, task=task, precision=self.eval_precision
         )
-        metrics = task.score(task.decode(outputs, features, examples), examples)
-        return add_loss(metrics, loss, task)
+        return score_outputs(task, outputs, features, examples, loss)  # the scorer of training's evaluation
 
 
 GENERIC_NAMES = ("id", "text", "text_pair", "question", "context", "source", "tokens")

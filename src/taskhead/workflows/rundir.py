@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def real(path: Path) -> Path:
+    """``path`` as the file system sees it: absolute, ``.``/``..`` resolved, symbolic links followed, so
+    that a temporary name beside it lands beside the real file or folder (same file system, one rename)."""
+    return Path(os.path.realpath(path))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed over it: readers see the old or the new
-    content, never a part. The file gets the replaced file's mode, else the umask's (not mkstemp's 0o600).
+    content, never a part. The file gets the replaced file's mode, else the umask's (not mkstemp's 0o600);
+    a symbolic link is written through (its target is replaced), as ``>`` would.
 
     Raises:
         OSError: the folder cannot be written (full disk, permissions); the temporary file is removed.
     """
+    path = real(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_leftovers(path)
     mode = _file_mode(path)
@@ -150,7 +159,7 @@ class Staging:
     """
 
     def __init__(self, target: Path, token: str | None = None) -> None:
-        self.target = target
+        self.target = target = real(target)
         self.token = token or str(os.getpid())
         self.path = _sibling(target, "tmp", self.token)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +207,7 @@ def replace_dir(target: Path, fill: Any) -> None:
     Raises:
         whatever ``fill`` raises, after removing the temporary directory; OSError from the file system.
     """
+    target = real(target)
     clean_leftovers(target)
     staging = Staging(target)
     try:
@@ -282,6 +292,7 @@ def _remove_dead_leftovers(target: Path) -> list[Path]:
 def clean_leftovers(target: Path) -> list[Path]:
     """Put back a ``target`` lost between two renames (``recover``), then remove what killed writers left
     beside it: the folders and files no live process holds. Returns the removed paths (for a report)."""
+    target = real(target)
     recover(target)
     return [
         p
@@ -292,6 +303,7 @@ def clean_leftovers(target: Path) -> list[Path]:
 
 def report_leftovers(target: Path) -> list[Path]:
     """Readers do not delete: the leftovers beside ``target`` no live process holds, for a warning."""
+    target = real(target)
     recover(target)
     return [
         p
@@ -327,6 +339,49 @@ class Kind:
     what: str
     markers: tuple[str, ...]
     names: tuple[str, ...]
+    inside: Callable[[Path], list[str]] | None = None  # what sub-folders hold that taskhead did not write
+
+
+MANIFEST = "files"  # taskhead.json's list of the files taskhead wrote under model/ and scratch/
+CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+(\.incomplete)?$")
+EXPORT_NAMES = ("export.json", "model.onnx", "model.int8.onnx")
+
+
+def written_files(run_dir: Path) -> list[str]:
+    """The files under ``model/`` and ``scratch/`` (paths relative to ``run_dir``): the manifest
+    ``taskhead.json`` records, so that a later ``--overwrite`` can tell a file the user added there."""
+    return sorted(
+        str(p.relative_to(run_dir))
+        for sub in ("model", "scratch")
+        for p in (run_dir / sub).rglob("*")
+        if p.is_file() or p.is_symlink()
+    )
+
+
+def _run_inside(folder: Path) -> list[str]:
+    """Files in a run's sub-folders that taskhead did not write: in ``model/`` and ``scratch/``, those not in
+    the manifest of ``taskhead.json`` (runs written before it was recorded are not checked there); in
+    ``checkpoints/``, anything but ``checkpoint-N`` folders; in ``onnx/``, anything but an export's files."""
+    foreign: list[str] = []
+    try:
+        listed = json.loads((folder / META_FILE).read_text(encoding="utf-8")).get(MANIFEST)
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if isinstance(listed, list):
+        known = set(listed)
+        for sub in ("model", "scratch"):
+            for p in sorted((folder / sub).rglob("*")) if (folder / sub).is_dir() else []:
+                name = str(p.relative_to(folder))
+                if (p.is_file() or p.is_symlink()) and name not in known and not TEMP.match(p.name):
+                    foreign.append(name)
+    for sub, ok in (("checkpoints", CHECKPOINT_NAME.match), ("onnx", lambda n: n in EXPORT_NAMES)):
+        if (folder / sub).is_dir():
+            foreign += [
+                f"{sub}/{e.name}"
+                for e in sorted((folder / sub).iterdir())
+                if not ok(e.name) and not TEMP.match(e.name) and not LEGACY_TEMP.match(e.name)
+            ]
+    return foreign
 
 
 RUN = Kind(
@@ -343,6 +398,7 @@ RUN = Kind(
         "onnx",
         "evaluate-*.json",
     ),
+    _run_inside,
 )
 # names a run folder of earlier versions may hold: their temporary files and folders
 LEGACY_TEMP = re.compile(
@@ -356,9 +412,10 @@ def foreign_entries(folder: Path, kind: Kind) -> list[str] | None:
     """Why ``folder`` may not be replaced: ``None`` when it may (missing, empty, or a complete or unfinished
     ``kind`` holding only names taskhead writes there), else the entries taskhead did not write (or, for a
     folder without any of ``kind``'s markers, all of them)."""
+    folder = real(folder)
     if not folder.exists():
         return None
-    if not folder.is_dir() or folder.is_symlink():
+    if not folder.is_dir():
         return [folder.name]
     entries = sorted(folder.iterdir())
     if not entries:
@@ -370,6 +427,8 @@ def foreign_entries(folder: Path, kind: Kind) -> list[str] | None:
         # a config.yaml or README.md there may be the user's
         return [e.name for e in other if not (e.name in kind.names and _is_empty_dir(e))] or None
     foreign = [e.name for e in other if not any(fnmatch.fnmatchcase(e.name, n) for n in kind.names)]
+    if kind.inside is not None:
+        foreign += kind.inside(folder)
     return foreign or None
 
 
@@ -382,7 +441,7 @@ def check_replaceable(folder: Path, kind: Kind, setting: str, error: type[Except
     foreign = foreign_entries(folder, kind)
     if foreign is None:
         return
-    if not folder.is_dir() or folder.is_symlink():
+    if not real(folder).is_dir():
         raise error(f"{setting} {folder}: exists and is not a folder; choose another {setting}")
     shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     raise error(
@@ -433,96 +492,29 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _trained_lines(meta: dict[str, Any], train: dict[str, Any]) -> list[str]:
-    """The model card's lines on what was trained and which weights ``model/`` holds."""
-    planned = f"max_steps {train['max_steps']}" if train.get("max_steps") else f"{train['epochs']} epochs"
-    trained = meta.get("trained")
-    if not trained:  # a run written before these were recorded
-        return [f"- planned: {planned}"]
-    lines = [
-        f"- trained {trained['steps']} optimizer steps = {trained['epochs_trained']:.4g} epochs "
-        f"(planned: {planned})"
-    ]
-    weights = meta.get("model_weights") or {}
-    if weights.get("chosen") == "best":
-        direction = "higher" if weights["greater_is_better"] else "lower"
-        lines.append(
-            f"- model/: the best checkpoint by {weights['metric']} ({direction} is better), "
-            f"{weights['value']:.4f} at step {weights['step']}"
+def check_output_file(output: str | Path, flag: str, inputs: list[str | Path | None]) -> Path:
+    """An output file the command may write, checked before any model loads: not a folder, not one of the
+    command's own ``inputs`` (the same file through any name: links, ``..``), in a folder that exists or can
+    be made. Returns it as given.
+
+    Raises:
+        RunDirError: one line naming ``flag`` and what to do.
+    """
+    path = Path(output)
+    if real(path).is_dir():
+        raise RunDirError(
+            f"{flag} {output}: is a folder; give a file name (e.g. {Path(output) / 'out.jsonl'})"
         )
-    elif weights:
-        lines.append(f"- model/: the weights after the last step ({weights['step']}): {weights['why']}")
-    return lines
-
-
-DEFAULT_EXAMPLE_INPUT = '["some text"]'
-
-
-def model_card(
-    meta: dict[str, Any], metrics: dict[str, Any], task_lines: str, example_input: str | None = None
-) -> str:
-    """A short Markdown model card: what, how, how well, with which versions, and how to use it.
-
-    ``RUN_DIR`` in ``task_lines`` (the task's snippets) becomes the run directory; ``example_input`` is the
-    Python literal the "Use" snippet predicts for (default ``["some text"]``)."""
-    from taskhead.evaluation import scalar_metrics
-
-    cfg = meta["config"]
-    train = cfg["train"]
-    lines = [
-        f"# {Path(meta['run_dir']).name}",
-        "",
-        f"Fine-tuned with taskhead {meta['versions'].get('taskhead', '?')} from the backbone "
-        f"`{cfg['model']['backbone']}`.",
-        "",
-        "## Task",
-        task_lines.replace("RUN_DIR", str(meta["run_dir"])),
-        "",
-        "## Data",
-        *[
-            f"- {split}: `{path}` ({meta['rows'].get(split, '?')} rows)"
-            for split, path in (
-                ("train", cfg["data"]["train"]),
-                ("eval", cfg["data"]["eval"]),
-                ("test", cfg["data"]["test"]),
+    for source in inputs:
+        if source is None or str(source) == "-":
+            continue
+        try:
+            same = real(path) == real(Path(source)) or (path.exists() and os.path.samefile(path, source))
+        except OSError:
+            same = False
+        if same:
+            raise RunDirError(
+                f"{flag} {output}: is the input file {source}; writing there would destroy it: choose "
+                f"another output file"
             )
-            if path
-        ],
-        "",
-        "## Training",
-        *_trained_lines(meta, train),
-        f"- batch size {train['batch_size']} x gradient accumulation {train['gradient_accumulation_steps']}, "
-        f"learning rate {train['learning_rate']}, "
-        f"warm-up {train['warmup_ratio']}, weight decay {train['weight_decay']}, seed {train['seed']}",
-        f"- max_length {cfg['model']['max_length']}, pooling {cfg['model']['pooling']}, "
-        f"precision {meta.get('precision', 'fp32')}, device {meta.get('device', '?')}",
-        "",
-        "## Metrics",
-    ]
-    tuned = metrics.get("tuned_on_eval")
-    for split in ("eval", "test"):
-        if split in metrics:
-            flat = scalar_metrics(metrics[split])
-            where = (
-                " (on the split the tuned values below were tuned on)" if tuned and split == "eval" else ""
-            )
-            lines.append(f"- {split}{where}: " + ", ".join(f"{k} {v:.4f}" for k, v in flat.items()))
-    if tuned:
-        values = ", ".join(f"{k} {v}" for k, v in tuned.items() if k != "note")
-        test = (
-            "the test metrics use them" if "test" in metrics else "there was no test split to score them on"
-        )
-        lines.append(f"- tuned on the eval split: {values}; {test}")
-    lines += [
-        "",
-        "## Use",
-        "```python",
-        "import taskhead",
-        "",
-        f"predictor = taskhead.load({str(meta['run_dir'])!r})",
-        f"print(predictor.predict({example_input or DEFAULT_EXAMPLE_INPUT}))",
-        "```",
-        "",
-    ]
-    lines += ["## Versions", *[f"- {k} {v}" for k, v in meta["versions"].items()], ""]
-    return "\n".join(lines)
+    return path

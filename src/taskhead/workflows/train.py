@@ -1,4 +1,5 @@
-"""``train()``: config -> validated data -> features -> Trainer -> run directory."""
+"""``train()``: config -> validated data -> features -> Trainer -> scores -> run directory (the setup
+steps are in ``workflows/train_setup.py``)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskhead.config import RunConfig, save_config, selection_metric
-from taskhead.console import (
-    info,
-    print_table,
-    schedule_text,
-    summary_table,
-    trained_text,
-    tuned_text,
-    warn,
-    weights_text,
-)
-from taskhead.errors import ConfigError, RunDirError
+from taskhead.config import RunConfig, save_config
+from taskhead.console import info, print_table, trained_text, tuned_text, warn, weights_text
+from taskhead.errors import RunDirError
 from taskhead.tasks.base import Example, Features, Task
 from taskhead.workflows.rundir import (
     FORMAT_VERSION,
+    MANIFEST,
     META_FILE,
     Staging,
     apply_umask,
     atomic_write_json,
     atomic_write_text,
+    real,
     replace_dir,
+    written_files,
+)
+from taskhead.workflows.train_setup import (
+    CHECKPOINTS,
+    TrainerSetup,
+    backbone_dir,
+    setup_data,
+    setup_model,
+    setup_trainer,
 )
 from taskhead.workflows.validate import validate
-
-CHECKPOINTS = "checkpoints"
-DEFAULT_MESSAGES = {
-    "truncated_message": "{n} of {total} examples are longer than model.max_length={max_length} and were "
-    "truncated",
-    "lost_message": "{n} of {total} examples have a target that no encoded feature holds",
-}
 
 
 @dataclass
@@ -143,9 +139,14 @@ def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[
             f"continue it, or choose another output_dir"
         )
     try:
-        if run_dir.is_dir() and any(
-            run_dir.iterdir()
-        ):  # --overwrite: the old run stays until the new is done
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            # --overwrite: the new run is trained beside the old one, which stays until the new is complete
+            here = Path.cwd().resolve()
+            if here == real(run_dir) or real(run_dir) in here.parents:
+                raise RunDirError(
+                    f"output_dir {run_dir}: holds your current folder {here}; --overwrite swaps the whole "
+                    f"folder, so run it from outside (cd {real(run_dir).parent})"
+                )
             token = None  # this process; the processes of a distributed run share one folder by its run id
             if _world_size() > 1:
                 token = os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
@@ -171,134 +172,6 @@ def _newest_complete(folder: Path) -> Path | None:
     from taskhead.engine.checkpoints import checkpoints, is_complete
 
     return next((c for c in checkpoints(folder) if is_complete(c)), None)
-
-
-def encode_split(
-    task: Task, examples: list[Example], tokenizer: Any, config: RunConfig, desc: str
-) -> Features:
-    """Tokenize in chunks under a progress bar; the result is one Features in input order."""
-    from tqdm.auto import tqdm
-
-    chunk = 4096
-    merged = Features([], [])
-    with tqdm(total=len(examples), desc=f"tokenizing {desc}", unit="ex", leave=False, disable=None) as bar:
-        for start in range(0, len(examples), chunk):
-            part = task.encode(examples[start : start + chunk], tokenizer, config.model)
-            merged.inputs += part.inputs
-            merged.example_index += [start + i for i in part.example_index]
-            merged.truncated += part.truncated
-            merged.windowed += part.windowed
-            merged.lost += part.lost
-            merged.meta += part.meta
-            bar.update(len(examples[start : start + chunk]))
-    return merged
-
-
-def _load_tokenizer(backbone: str, config: RunConfig, task: Task) -> Any:
-    from transformers import AutoTokenizer
-
-    remote = config.model.trust_remote_code
-    tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote)
-    if getattr(task, "pretokenized", False) and getattr(tokenizer, "add_prefix_space", None) is False:
-        # byte-level BPE (RoBERTa, GPT-2): words given one by one need their leading space, as in pretraining
-        tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=remote, add_prefix_space=True)
-    if config.model.special_tokens:
-        tokenizer.add_special_tokens(
-            {"extra_special_tokens": list(config.model.special_tokens)}, replace_extra_special_tokens=False
-        )
-    if tokenizer.pad_token is None:  # decoder tokenizers often have none; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return tokenizer
-
-
-def freeze_input_embeddings(model: Any) -> None:
-    """``model.freeze_embeddings``: no gradient for the backbone's input word embeddings (the outermost
-    transformers model inside ``model``); refused where they are also the output layer (tied weights)."""
-    from transformers import PreTrainedModel
-
-    owner = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
-    embeddings = owner.get_input_embeddings() if owner is not None else None
-    if embeddings is None:
-        raise ConfigError("model.freeze_embeddings: this model has no input embeddings to freeze")
-    output = owner.get_output_embeddings()
-    if output is not None and getattr(output, "weight", None) is embeddings.weight:
-        raise ConfigError(
-            "model.freeze_embeddings: this backbone ties its input embeddings to its output layer, which "
-            "must train; set it to false"
-        )
-    embeddings.weight.requires_grad_(False)
-
-
-def _backbone(cfg: RunConfig, splits: dict[str, list[Example]], run_dir: Path, resolve: Any) -> str:
-    """The backbone directory: resolved from ``model.backbone``, or built from the training data."""
-    if cfg.model.backbone.lower() != "scratch":
-        return str(resolve(cfg.model.backbone))
-    from taskhead.config import ScratchConfig
-    from taskhead.workflows import scratch
-
-    return scratch.build(
-        cfg.model.scratch or ScratchConfig(),
-        cfg.model,
-        splits["train"],
-        run_dir / scratch.SCRATCH_DIR,
-        seed=cfg.train.seed,
-    )
-
-
-def group_by_length(cfg: RunConfig, task: Task) -> bool:
-    """``train.group_by_length`` as set, or the task's own default (on unless the task says otherwise)."""
-    if cfg.train.group_by_length is not None:
-        return cfg.train.group_by_length
-    return getattr(task, "group_by_length", True)
-
-
-def use_packing(cfg: RunConfig, task: Task, model: Any) -> bool:
-    """``train.packing`` as set (refused where it cannot run), or by default on where the task trains on
-    packed rows (classification), the model supports it, the run is one process and ``group_by_length`` is
-    not explicitly on."""
-    from taskhead.console import process_count
-    from taskhead.engine.packing import unsupported_reason
-
-    distributed = process_count() > 1
-    if cfg.train.packing is None:
-        return (
-            getattr(task, "packing", False)
-            and cfg.train.group_by_length is not True
-            and not distributed
-            and unsupported_reason(model) is None
-        )
-    if cfg.train.packing:
-        if not getattr(task, "packing", False):
-            raise ConfigError(f"train.packing: the {task.name} task does not train on packed rows")
-        if distributed:
-            raise ConfigError("train.packing: not available in multi-process runs; set it to false")
-        reason = unsupported_reason(model)
-        if reason:
-            raise ConfigError(f"train.packing: {reason}")
-    return cfg.train.packing
-
-
-def _collator(task: Task, tokenizer: Any, *, pad_to_multiple_of: int | None) -> Any:
-    """The training batches' collator: the task's own (masked-LM masking) or padding only."""
-    make = getattr(task, "make_collator", None)
-    if make is not None:
-        return make(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    from taskhead.data.collate import PadCollator
-
-    return PadCollator(
-        tokenizer.pad_token_id,
-        pad_to_multiple_of=pad_to_multiple_of,
-        sequence_labels=getattr(task, "sequence_labels", False),
-    )
-
-
-def _check_max_length(model: Any, config: RunConfig) -> None:
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if limit and config.model.max_length > limit:
-        raise ConfigError(
-            f"model.max_length: {config.model.max_length} exceeds the backbone's "
-            f"{limit} positions; use at most {limit} (with sliding windows for long texts)"
-        )
 
 
 def train(
@@ -370,97 +243,76 @@ def _train(
     command: str,
 ) -> Run:
     """Train and write the run in ``work_dir``: ``run_dir`` itself, or the staging folder of an --overwrite
-    (its files name ``run_dir``, where they end up)."""
+    (its files name ``run_dir``, where they end up). The steps: backbone and device, data, model, trainer
+    (``workflows/train_setup.py``), training, scoring of the eval/test splits, the run directory."""
+    from taskhead.engine.backbones import resolve_backbone
+    from taskhead.engine.devices import resolve_device, resolve_precision
 
-    from transformers import set_seed
-
-    from taskhead.console import process_rank
-    from taskhead.engine.backbones import no_hf_progress_bars, quiet_loading, resolve_backbone
-    from taskhead.engine.devices import cpu_buffers_kept, resolve_device, resolve_precision
-    from taskhead.engine.trainer import (
-        ListDataset,
-        TaskheadTrainer,
-        TimeBudgetCallback,
-        route_logs_to_stderr,
-        training_arguments,
-    )
-
-    if process_rank() > 0:  # the other ranks of a multi-process run show no progress bars
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        quiet = True
-    backbone = _backbone(cfg, splits, work_dir, resolve_backbone)
+    quiet = _other_rank() or quiet  # called first: it also turns the progress bars off
+    backbone = backbone_dir(cfg, splits, work_dir, resolve_backbone)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(device, cfg.train.bf16, cfg.train.fp16)
-    tokenizer = _load_tokenizer(backbone, cfg, task)
-    features = {name: encode_split(task, ex, tokenizer, cfg, name) for name, ex in splits.items()}
-    print_table(summary_table([task.summarize(n, splits[n], features[n]) for n in splits]))
-    for name, f in features.items():
-        for count, message in ((f.truncated, "truncated_message"), (f.lost, "lost_message")):
-            if count:  # each task words its own warning; the counts come from its encode()
-                text = getattr(task, message, DEFAULT_MESSAGES[message])
-                warn(
-                    f"{name}: "
-                    + text.format(n=count, total=len(splits[name]), max_length=cfg.model.max_length)
-                )
-
-    set_seed(cfg.train.seed)  # before the head is created, so that a rerun starts from the same weights
-    with quiet_loading():
-        model = task.build_model(backbone, cfg.model, tokenizer)
-    _check_max_length(model, cfg)
-    if cfg.model.freeze_embeddings:
-        freeze_input_embeddings(model)
-    packing = use_packing(cfg, task, model)
-    # checked again now that the model is known (language modeling's objective auto), before any step
-    metric, greater_is_better = selection_metric(cfg, task, splits.get("eval") or splits["train"])
-    has_eval = "eval" in splits
-    args = training_arguments(
+    tokenizer, features = setup_data(cfg, task, splits, backbone)
+    model, packing = setup_model(cfg, task, backbone, tokenizer)
+    setup = setup_trainer(
         cfg,
-        output_dir=work_dir / CHECKPOINTS,
-        has_eval=has_eval,
+        task,
+        splits,
+        features,
+        model,
+        tokenizer,
+        work_dir=work_dir,
         device=device,
         precision=precision,
-        metric=metric,
-        greater_is_better=greater_is_better,
+        packing=packing,
         quiet=quiet,
     )
-    callbacks = []
-    if cfg.train.early_stopping_patience and args.load_best_model_at_end:
-        from transformers import EarlyStoppingCallback
-
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    elif cfg.train.early_stopping_patience:
-        warn(
-            "train.early_stopping_patience needs eval data and save_strategy equal to eval_strategy; ignored"
-        )
-    budget = TimeBudgetCallback(cfg.train.max_minutes * 60) if cfg.train.max_minutes else None
-    if budget is not None:
-        callbacks.append(budget)
-    make_trainer = getattr(task, "make_trainer", TaskheadTrainer)  # a task may bring a Trainer subclass
-    trainer = make_trainer(
-        model=model,
-        args=args,
-        train_dataset=ListDataset(features["train"].inputs),
-        eval_dataset=ListDataset(features["eval"].inputs) if has_eval else None,
-        data_collator=_collator(task, tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
-        processing_class=tokenizer,
-        compute_loss_func=None if getattr(task, "model_computes_loss", False) else task.loss,
-        callbacks=callbacks,
-        task=task,
-        train_features=features["train"],
-        eval_split=(splits["eval"], features["eval"]) if has_eval else None,
-        precision=precision,
-        group_by_length=group_by_length(cfg, task),
-        packing=packing,
-    )
-    route_logs_to_stderr(trainer, quiet=quiet)
+    trainer = setup.trainer
     trainer.train_command = command  # what a full disk during a checkpoint save suggests running again
-    batching = "packed" if packing else "length-grouped" if trainer.group_by_length else "random"
-    info(
-        f"training on {device.type} ({precision}), {len(splits['train'])} examples, "
-        f"{schedule_text(cfg)}, {batching} batches, backbone {cfg.model.backbone}"
-    )
+    metrics, trained, weights = _fit(setup, cfg, device, resume_from)
+    if not trainer.is_world_process_zero():  # multi-process run: rank 0 scores and writes the run directory
+        return Run(run_dir, cfg, metrics)
+    info(trained_text(trained, cfg))
+    info(weights_text(weights))
+    metrics.update(_score_splits(trainer, task, splits, features))
+    metrics["history"] = trainer.state.log_history
+    meta_extra = {
+        "rows": {n: len(e) for n, e in splits.items()},
+        "precision": precision,
+        "device": device.type,
+        "best_checkpoint": _moved(trainer.state.best_model_checkpoint, work_dir, run_dir),
+        "model_weights": weights,
+        "trained": trained,
+        "world_size": trainer.args.world_size,
+    }
+    _write(work_dir, run_dir, cfg, task, trainer.model, tokenizer, metrics, meta_extra, command)
+    _show_metrics(metrics, run_dir)
+    return Run(run_dir, cfg, metrics, model=trainer.model, tokenizer=tokenizer, task=task)
+
+
+def _other_rank() -> bool:
+    """Whether this process is not rank 0 of a multi-process run; such ranks show no progress bars (turned
+    off here) and train quietly."""
+    from taskhead.console import process_rank
+
+    if process_rank() == 0:
+        return False
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return True
+
+
+def _fit(
+    setup: TrainerSetup, cfg: RunConfig, device: Any, resume_from: Path | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Run the Trainer (from ``resume_from`` when given). Returns the metrics so far (``{"train": ...}``:
+    the Trainer's figures, wall seconds, batching, what was trained), what was trained (steps, epochs) and
+    which weights became the model (``_what_was_trained``)."""
+    from taskhead.engine.backbones import no_hf_progress_bars
+    from taskhead.engine.devices import cpu_buffers_kept
+
+    trainer = setup.trainer
     started = time.perf_counter()
     with no_hf_progress_bars(), cpu_buffers_kept(device):
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -468,49 +320,51 @@ def _train(
         "train": {
             **result.metrics,
             "wall_seconds": round(time.perf_counter() - started, 2),
-            "batching": batching,
+            "batching": setup.batching,
         }
     }
     if resume_from is not None:
         _note_resume(metrics["train"], resume_from, trainer.state.global_step)
-    if budget is not None and budget.stopped_early:
+    if setup.budget is not None and setup.budget.stopped_early:
         metrics["train"]["stopped_by_max_minutes"] = True
         warn(
             f"training stopped after train.max_minutes={cfg.train.max_minutes:g} "
             f"(step {trainer.state.global_step})"
         )
-    trained, weights = _what_was_trained(trainer, metric)
+    trained, weights = _what_was_trained(trainer, setup.metric)
     metrics["train"].update(trained)
-    if not trainer.is_world_process_zero():  # multi-process run: rank 0 scores and writes the run directory
-        return Run(run_dir, cfg, metrics)
-    info(trained_text(trained, cfg))
-    info(weights_text(weights))
-    metrics.update(_score_splits(trainer, task, splits, features))
-    metrics["history"] = trainer.state.log_history
+    return metrics, trained, weights
+
+
+def _write(
+    work_dir: Path,
+    run_dir: Path,
+    cfg: RunConfig,
+    task: Task,
+    model: Any,
+    tokenizer: Any,
+    metrics: dict[str, Any],
+    meta_extra: dict[str, Any],
+    command: str,
+) -> None:
+    """Write the run directory into ``work_dir`` (``_write_run``), then its disk usage into
+    ``metrics.json``; a save failed on the file system becomes one ``SaveError`` line.
+
+    Raises:
+        SaveError: a full disk, a quota or a permission refused a write (the partial write removed).
+    """
+    from taskhead.engine.backbones import no_hf_progress_bars
     from taskhead.engine.checkpoints import disk_usage, disk_usage_text, explained_save_errors
 
     with no_hf_progress_bars(), explained_save_errors(work_dir, command=command):
-        _write_run(
-            work_dir,
-            cfg,
-            task,
-            trainer.model,
-            tokenizer,
-            metrics,
-            meta_extra={
-                "rows": {n: len(e) for n, e in splits.items()},
-                "precision": precision,
-                "device": device.type,
-                "best_checkpoint": _moved(trainer.state.best_model_checkpoint, work_dir, run_dir),
-                "model_weights": weights,
-                "trained": trained,
-                "world_size": trainer.args.world_size,
-            },
-            final_dir=run_dir,
-        )
+        _write_run(work_dir, cfg, task, model, tokenizer, metrics, meta_extra=meta_extra, final_dir=run_dir)
         metrics["train"]["disk"] = disk_usage(work_dir)  # known once model/ is written
         atomic_write_json(work_dir / "metrics.json", metrics)
     info(disk_usage_text(metrics["train"]["disk"]))
+
+
+def _show_metrics(metrics: dict[str, Any], run_dir: Path) -> None:
+    """The eval and test metric tables, and what was tuned on the eval split."""
     from taskhead.evaluation import metrics_table
 
     tuned = "tuned_on_eval" in metrics
@@ -520,7 +374,6 @@ def _train(
             print_table(metrics_table(metrics[name], f"{name} metrics ({run_dir}){where}"))
     if tuned:
         info(tuned_text(metrics))
-    return Run(run_dir, cfg, metrics, model=trainer.model, tokenizer=tokenizer, task=task)
 
 
 def _moved(path: str | None, work_dir: Path, run_dir: Path) -> str | None:
@@ -571,11 +424,12 @@ def _what_was_trained(trainer: Any, metric: str) -> tuple[dict[str, Any], dict[s
 def _score_splits(
     trainer: Any, task: Task, splits: dict[str, list[Example]], features: dict[str, Features]
 ) -> dict[str, Any]:
-    """Final metrics of the eval and test splits. Where the task tunes post-processing on the eval set
+    """Final metrics of the eval and test splits, through the scorer of the per-epoch evaluation
+    (``evaluation.score_outputs``). Where the task tunes post-processing on the eval set
     (multi-label thresholds, the QA null threshold), the eval split is scored with the configured values
     (``eval_before_tuning``), tuned, and scored again: ``eval`` is then on the tuning set itself, and the
     test split is scored with the tuned values (held-out data)."""
-    from taskhead.workflows.predict import add_loss
+    from taskhead.evaluation import score_outputs
 
     metrics: dict[str, Any] = {}
     for name in ("eval", "test"):
@@ -583,15 +437,13 @@ def _score_splits(
             continue
         examples, feats = splits[name], features[name]
         outputs, loss = trainer.run_split(examples, feats, progress=f"scoring {name}")
-        metrics[name] = add_loss(task.score(task.decode(outputs, feats, examples), examples), loss, task)
+        metrics[name] = score_outputs(task, outputs, feats, examples, loss)
         if name != "eval":
             continue
         tuned = task.fit_on_eval(outputs, feats, examples)
         if tuned:
             metrics["eval_before_tuning"] = metrics["eval"]
-            metrics["eval"] = add_loss(
-                task.score(task.decode(outputs, feats, examples), examples), loss, task
-            )
+            metrics["eval"] = score_outputs(task, outputs, feats, examples, loss)
             metrics["tuned_on_eval"] = {
                 **tuned,
                 "note": "tuned on the eval split: the eval metrics are measured on the data the values "
@@ -615,7 +467,8 @@ def _write_run(
     """Write the run directory; taskhead.json last, so that only a complete run is ever loadable.
 
     ``final_dir``: where the folder ends up when ``run_dir`` is a staging folder (the files name it)."""
-    from taskhead.workflows.rundir import library_versions, model_card
+    from taskhead.workflows.model_card import model_card
+    from taskhead.workflows.rundir import library_versions
 
     (run_dir / META_FILE).unlink(missing_ok=True)
 
@@ -632,6 +485,7 @@ def _write_run(
         "task_state": task.state(),
         "config": cfg.to_yaml_dict(),
         "run_dir": str(final_dir or run_dir),
+        MANIFEST: written_files(run_dir),
         "versions": library_versions(),
         **meta_extra,
     }
