@@ -290,7 +290,8 @@ def test_train_and_index_overwrite_killed_at_random_points(
 
 
 def test_export_killed_while_writing_leaves_the_old_export(tiny_runs: object, tmp_path: Path) -> None:
-    from taskhead.workflows.export import export_onnx, load_onnx_model
+    from taskhead.engine.onnx import load_onnx_model
+    from taskhead.workflows.export import export_onnx
 
     run = tiny_runs["classification"]  # type: ignore[index]
     out = tmp_path / "onnx"

@@ -111,7 +111,7 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["fp32", "bf16", "fp16", "auto"],
         help="autocast precision for the forward pass (default auto: bf16 where the device runs it "
-        "natively, else fp32)",
+        "natively, else fp32; bf16 and fp16 run only where the device runs them natively, else fp32)",
     )
     p.add_argument(
         "--backend",

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from taskhead.tasks.base import SplitSummary
+from taskhead.data.types import SplitSummary
 
 
 def process_rank() -> int:

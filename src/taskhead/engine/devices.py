@@ -64,7 +64,19 @@ def resolve_precision(device: torch.device, bf16: bool | str, fp16: bool) -> str
     return "fp32"
 
 
+def native_precision(device: torch.device, precision: str) -> str:
+    """The precision a forward pass runs in on ``device`` when ``precision`` is asked: ``bf16`` where the
+    device runs bf16 natively (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), ``fp16`` on CUDA, else
+    ``fp32`` (a precision the device would only emulate is never used for a forward pass)."""
+    if precision == "bf16" and bf16_supported(device):
+        return "bf16"
+    if precision == "fp16" and device.type == "cuda":
+        return "fp16"
+    return "fp32"
+
+
 def autocast_context(device: torch.device, precision: str) -> Any:
+    """Autocast to ``precision`` (``bf16`` / ``fp16``) on ``device``; a no-op context for ``fp32``."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -13,12 +13,13 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
+from taskhead.engine.forward import forward_outputs
 from taskhead.evaluation import scalar_metrics, score_outputs
-from taskhead.workflows.predict import forward_outputs
 
 if TYPE_CHECKING:
     from taskhead.config import RunConfig
-    from taskhead.tasks.base import Example, Features, TaskBase
+    from taskhead.data.types import Example, Features
+    from taskhead.tasks.base import TaskBase
 
 
 class ShuffledLengthGroupedSampler(torch.utils.data.Sampler[int]):

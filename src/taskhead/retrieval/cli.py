@@ -116,7 +116,8 @@ def _encoder_options(p: argparse.ArgumentParser, *, model: bool = False) -> None
         "--precision",
         default="auto",
         choices=["auto", "bf16", "fp32"],
-        help="embedding precision (auto: bf16 where the hardware has it and it agrees with fp32)",
+        help="embedding precision (auto: bf16 where the hardware has it and it agrees with fp32; bf16: "
+        "where the hardware has it, unchecked; else fp32)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     p.add_argument(

@@ -119,7 +119,8 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=["fp32", "bf16", "fp16", "auto"],
-        help="forward pass precision (default auto: bf16 where the device runs it natively, else fp32)",
+        help="forward pass precision (default auto: bf16 where the device runs it natively, else fp32; "
+        "bf16 and fp16 run only where the device runs them natively, else fp32)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 

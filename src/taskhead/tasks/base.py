@@ -2,16 +2,19 @@
 
 A task family is one module with a ``TaskBase`` subclass (the ``Task`` pipeline methods, its ``traits``
 and the hooks it needs) plus one line in ``taskhead.tasks.REGISTRY``. Nothing outside ``tasks/`` branches
-on the task name or probes a task for attributes.
+on the task name or probes a task for attributes. ``Example``, ``Features`` and
+``SplitSummary`` live in ``taskhead.data.types`` and are re-exported here for the tasks.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from taskhead.data.types import Example, Features, SplitSummary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,36 +22,6 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from taskhead.config import DataConfig, ModelConfig
-
-Example = dict[str, Any]
-"""One validated input record: task fields plus ``id`` (optional) and ``_where`` (``file:line``)."""
-
-
-@dataclass
-class Features:
-    """Model inputs for a list of examples. One example may give several features (sliding windows)."""
-
-    inputs: list[dict[str, Any]]  # input_ids, attention_mask, ... and `labels` when labelled
-    example_index: list[int]  # for each feature, the index of the example it came from
-    truncated: int = 0  # examples whose text did not fit in max_length
-    windowed: int = 0  # examples split into several windows
-    lost: int = 0  # labelled examples whose target no feature holds (an answer that fits in no window)
-    meta: list[Any] = field(default_factory=list)  # per feature, task data the model does not see (or empty)
-
-    def lengths(self) -> list[int]:
-        return [len(f["input_ids"]) for f in self.inputs]
-
-
-@dataclass
-class SplitSummary:
-    """What the one-screen data summary shows for one split."""
-
-    name: str
-    rows: int
-    truncated: int = 0
-    windowed: int = 0
-    distribution: dict[str, int] = field(default_factory=dict)
-
 
 LOWER_IS_BETTER = frozenset({"loss", "perplexity", "hamming_loss"})
 

@@ -25,7 +25,7 @@ from taskhead.engine.trainer import TaskheadTrainer
 from taskhead.errors import ConfigError
 
 if TYPE_CHECKING:
-    from taskhead.tasks.base import Features
+    from taskhead.data.types import Features
 
 
 def build_encoder(
@@ -177,34 +177,34 @@ def embed_features(
     precision: str,
     progress: str | None,
 ) -> list[np.ndarray]:
-    """One ``[texts, dim]`` float32 array per feature (its anchor, positive, negatives...), input order."""
-    from taskhead.engine.devices import autocast_context
-    from taskhead.workflows.predict import length_sorted_batches, progress_bar
+    """One ``[texts, dim]`` float32 array per feature (its anchor, positive, negatives...), input order.
+
+    Every text of every feature is one input of ``engine.forward.forward_in_order`` (length-sorted batches,
+    dynamic padding, the one precision rule)."""
+    from taskhead.engine.forward import Batch, StepOutput, forward_in_order
 
     slots = [(i, j) for i, f in enumerate(features.inputs) for j in range(1 + len(f.get("more", ())))]
-    lengths = [len(_text(features.inputs[i], j)["input_ids"]) for i, j in slots]
-    flat: np.ndarray | None = None
-    was_training = model.training
-    model.eval()
-    bar = progress_bar(progress, len(slots))
-    try:
-        with torch.inference_mode(), autocast_context(device, precision):
-            for idx in length_sorted_batches(lengths, batch_size):
-                batch = collate([_text(features.inputs[slots[k][0]], slots[k][1]) for k in idx])
-                vectors = model.embed({k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
-                if flat is None:
-                    flat = np.empty((len(slots), vectors.shape[1]), dtype=np.float32)
-                flat[idx] = vectors
-                if bar is not None:
-                    bar.update(len(idx))
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
+    texts = [_text(features.inputs[i], j) for i, j in slots]
+
+    def step(batch: Batch) -> StepOutput:
+        return StepOutput(list(model.embed(batch.padded()).float().cpu().numpy()))
+
+    vectors, _ = forward_in_order(
+        model,
+        texts,
+        step,
+        lengths=[len(t["input_ids"]) for t in texts],
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        collate=collate,
+        progress=progress,
+    )
     out: list[np.ndarray] = []
     start = 0
     for f in features.inputs:
         width = 1 + len(f.get("more", ()))
-        out.append(flat[start : start + width] if flat is not None else np.empty((0, 0), np.float32))
+        rows = vectors[start : start + width]
+        out.append(np.stack(rows).astype(np.float32, copy=False) if rows else np.empty((0, 0), np.float32))
         start += width
     return out

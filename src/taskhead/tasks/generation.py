@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from taskhead.config import DataConfig, ModelConfig
+    from taskhead.engine.forward import Batch, StepOutput
 
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -546,62 +547,62 @@ class GenerationTask(TaskBase):
         loss_fn: Any = None,
         progress: str | None = None,
     ) -> tuple[list[np.ndarray], float | None]:
-        """Generated token ids per feature (input order) and the mean teacher-forced loss when labelled."""
-        import torch
+        """Generated token ids per feature (input order) and the mean teacher-forced loss when labelled
+        (weighted by target tokens), through ``engine.forward.forward_in_order``."""
+        from taskhead.engine.forward import forward_in_order
 
-        from taskhead.engine.devices import autocast_context
-        from taskhead.workflows.predict import length_sorted_batches, progress_bar
-
-        n = len(features.inputs)
-        generated: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
-        loss_sum, loss_count = 0.0, 0
         config = self.generation_config(model)
         pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        was_training = model.training
-        model.eval()
         # Seeded sampling draws each input's sample alone, from the seed: in a batch, one row's random draws
         # depend on which rows share it (the server merges requests), so a request's sample would change
         # with its batch mates and with batch_size.
         seeded = self.options.do_sample and self.options.seed is not None
-        bar = progress_bar(progress, n)
-        try:
-            with torch.inference_mode(), autocast_context(device, precision):
-                for idx in length_sorted_batches(features.lengths(), 1 if seeded else batch_size):
-                    if seeded:
-                        torch.manual_seed(self.options.seed)
-                    items = [features.inputs[i] for i in idx]
-                    if "labels" in items[0]:
-                        batch = {k: v.to(device) for k, v in collate(items).items()}
-                        tokens = int((batch["labels"] != -100).sum())
-                        loss_sum += float(model(**batch).loss) * tokens
-                        loss_count += tokens
-                    prompts = [  # decoder-only: the prompt's end that leaves room for max_new_tokens
-                        f["input_ids"][: features.meta[i]][-self.prompt_room :]
-                        if self.causal
-                        else f["input_ids"]
-                        for f, i in zip(items, idx, strict=True)
-                    ]
-                    width = max(len(p) for p in prompts)
-                    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-                    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-                    for j, p in enumerate(prompts):  # decoder-only prompts are padded on the left
-                        if self.causal:
-                            ids[j, width - len(p) :], mask[j, width - len(p) :] = torch.as_tensor(p), 1
-                        else:
-                            ids[j, : len(p)], mask[j, : len(p)] = torch.as_tensor(p), 1
-                    out = model.generate(  # type: ignore[operator]
-                        input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-                    )
-                    out = out[:, width:] if self.causal else out
-                    for j, i in enumerate(idx):
-                        generated[i] = out[j].cpu().numpy()
-                    if bar is not None:
-                        bar.update(len(idx))
-        finally:
-            if bar is not None:
-                bar.close()
-            model.train(was_training)
-        return generated, (loss_sum / loss_count if loss_count else None)
+        generated, loss = forward_in_order(
+            model,
+            features.inputs,
+            lambda batch: self._generate_batch(model, batch, features, config, pad, seeded),
+            lengths=features.lengths(),
+            batch_size=1 if seeded else batch_size,
+            device=device,
+            precision=precision,
+            collate=collate,
+            progress=progress,
+        )
+        return generated, loss
+
+    def _generate_batch(
+        self, model: Any, batch: Batch, features: Features, config: Any, pad: Any, seeded: bool
+    ) -> StepOutput:
+        """One batch: the teacher-forced loss (summed over target tokens) when labelled, then ``generate``
+        on the prompts (decoder-only prompts padded on the left)."""
+        import torch
+
+        from taskhead.engine.forward import StepOutput
+
+        if seeded:
+            torch.manual_seed(self.options.seed)
+        loss, tokens = 0.0, 0
+        if "labels" in batch.items[0]:
+            padded = batch.padded()
+            tokens = int((padded["labels"] != -100).sum())
+            loss = float(model(**padded).loss) * tokens
+        prompts = [  # decoder-only: the prompt's end that leaves room for max_new_tokens
+            f["input_ids"][: features.meta[i]][-self.prompt_room :] if self.causal else f["input_ids"]
+            for f, i in zip(batch.items, batch.index, strict=True)
+        ]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for j, p in enumerate(prompts):  # decoder-only prompts are padded on the left
+            if self.causal:
+                ids[j, width - len(p) :], mask[j, width - len(p) :] = torch.as_tensor(p), 1
+            else:
+                ids[j, : len(p)], mask[j, : len(p)] = torch.as_tensor(p), 1
+        out = model.generate(
+            input_ids=ids.to(batch.device), attention_mask=mask.to(batch.device), generation_config=config
+        )
+        out = out[:, width:] if self.causal else out
+        return StepOutput([row.cpu().numpy() for row in out], loss, tokens)
 
     def decode(
         self, outputs: np.ndarray | list[np.ndarray], features: Features, examples: list[Example]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from taskhead.config import DataConfig, ModelConfig
+    from taskhead.engine.forward import Batch, StepOutput
 
 TEXT_SUFFIXES = (".txt", ".tokens", ".raw", ".text")
 
@@ -370,66 +371,66 @@ class LanguageModelingTask(TaskBase):
     ) -> tuple[list[Any], float | None]:
         """Per feature: ``[nll sum, target tokens, correct]``, or (masked texts to fill) the top candidates
         of each mask token; and the token-weighted mean loss. Never materialises whole-vocabulary logits of
-        a split."""
-        import torch
-        import torch.nn.functional as F
-
+        a split. Batches through ``engine.forward.forward_in_order``."""
         from taskhead.data.collate import PadCollator
-        from taskhead.engine.devices import autocast_context
-        from taskhead.workflows.predict import length_sorted_batches, progress_bar
+        from taskhead.engine.forward import forward_in_order
 
-        tokenizer = self.tokenizer
-        n = len(features.inputs)
         fill = self.masked and features.meta[:1] == ["single"]  # masked texts to fill, not blocks to score
         if self.masked and not fill:
-            batcher: Any = MaskingCollator(tokenizer, self.options.mlm_probability, seed=0)
+            batcher: Any = MaskingCollator(self.tokenizer, self.options.mlm_probability, seed=0)
         else:
-            batcher = PadCollator(tokenizer.pad_token_id)
-        out: list[Any] = [None] * n
-        nll_total, token_total = 0.0, 0
-        was_training = model.training
-        model.eval()
-        bar = progress_bar(progress, n)
-        try:
-            with torch.inference_mode(), autocast_context(device, precision):
-                for idx in length_sorted_batches(features.lengths(), batch_size):
-                    items = [features.inputs[i] for i in idx]
-                    if not self.masked:  # score every text: labels are the inputs, padding ignored
-                        items = [{**f, "labels": f["input_ids"]} for f in items]
-                    batch = {k: v.to(device) for k, v in batcher(items).items()}
-                    labels = batch.pop("labels", None)
-                    logits = model(**batch).logits.float()
-                    if fill:
-                        self._fill(logits, batch["input_ids"], idx, out)
-                    else:
-                        if not self.masked:
-                            logits, labels = logits[:, :-1], labels[:, 1:]
-                            labels = labels.masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
-                        nll = F.cross_entropy(
-                            logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
-                        )
-                        target = labels != -100
-                        correct = (logits.argmax(-1) == labels) & target
-                        for j, i in enumerate(idx):
-                            out[i] = np.array(
-                                [float(nll[j].sum()), int(target[j].sum()), int(correct[j].sum())]
-                            )
-                        nll_total += float(nll.sum())
-                        token_total += int(target.sum())
-                    if bar is not None:
-                        bar.update(len(idx))
-        finally:
-            if bar is not None:
-                bar.close()
-            model.train(was_training)
-        return out, (nll_total / token_total if token_total else None)
+            batcher = PadCollator(self.tokenizer.pad_token_id)
 
-    def _fill(self, logits: torch.Tensor, input_ids: torch.Tensor, idx: list[int], out: list[Any]) -> None:
+        def labelled(items: list[dict[str, Any]]) -> Any:
+            if not self.masked:  # score every text: labels are the inputs, padding ignored
+                items = [{**f, "labels": f["input_ids"]} for f in items]
+            return batcher(items)
+
+        return forward_in_order(
+            model,
+            features.inputs,
+            lambda batch: self._score_batch(model, batch, fill),
+            lengths=features.lengths(),
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            collate=labelled,
+            progress=progress,
+        )
+
+    def _score_batch(self, model: Any, batch: Batch, fill: bool) -> StepOutput:
+        """One batch: the fill candidates of each mask token, or per text ``[nll sum, target tokens,
+        correct]`` with the batch's nll summed over its target tokens."""
+        import torch.nn.functional as F
+
+        from taskhead.engine.forward import StepOutput
+
+        padded = batch.padded()
+        labels = padded.pop("labels", None)
+        logits = model(**padded).logits.float()
+        if fill:
+            return StepOutput(self._fill(logits, padded["input_ids"]))
+        if not self.masked:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+            labels = labels.masked_fill(padded["attention_mask"][:, 1:] == 0, -100)
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        target = labels != -100
+        correct = (logits.argmax(-1) == labels) & target
+        rows = [
+            np.array([float(nll[j].sum()), int(target[j].sum()), int(correct[j].sum())])
+            for j in range(len(batch.index))
+        ]
+        return StepOutput(rows, float(nll.sum()), int(target.sum()))
+
+    def _fill(self, logits: torch.Tensor, input_ids: torch.Tensor) -> list[Any]:
+        """Per row: ``(token ids, probabilities)`` of the ``top_k`` candidates for each mask token."""
         probs = logits.softmax(-1)
-        for j, i in enumerate(idx):
+        out = []
+        for j in range(len(input_ids)):
             positions = (input_ids[j] == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
             top = [probs[j, p].topk(self.options.top_k) for p in positions]
-            out[i] = [(t.indices.tolist(), t.values.tolist()) for t in top]
+            out.append([(t.indices.tolist(), t.values.tolist()) for t in top])
+        return out
 
     def decode(
         self, outputs: np.ndarray | list[Any], features: Features, examples: list[Example]

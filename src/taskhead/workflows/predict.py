@@ -1,108 +1,33 @@
-"""Batched forward passes in input order, and the Predictor that serves a run directory.
-
-Inputs are sorted by length so that each batch is padded only to its own longest input, run under
-``torch.inference_mode``, and the outputs are put back in input order: the caller never sees the
-sorted order.
-"""
+"""The Predictor that serves a run directory: predictions and evaluation through the task and the one
+in-order batched forward loop (``taskhead.engine.forward``)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from taskhead.engine.devices import autocast_context, bf16_supported, resolve_device
+from taskhead.data.types import Example, Features
+from taskhead.engine.devices import bf16_supported, resolve_device
+from taskhead.engine.forward import forward_outputs
 from taskhead.errors import ConfigError, DataError
 from taskhead.evaluation import score_outputs
-from taskhead.tasks.base import Example, Features
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices in batches of similar length, longest first (the first batch shows the peak memory)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-def forward_outputs(
-    model: torch.nn.Module,
-    features: Features,
-    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
-    *,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    loss_fn: Callable[..., torch.Tensor] | None = None,
-    progress: str | None = None,
-) -> tuple[np.ndarray | list[np.ndarray], float | None]:
-    """Logits for every feature, in input order, and the mean loss when features carry labels.
-
-    Per-sequence logits come back as one array ``[features, ...]``; per-token logits (``[batch, tokens,
-    labels]``) as a list with one ``[tokens, labels]`` array per feature, cut to the feature's own length.
-    """
-    n = len(features.inputs)
-    out: np.ndarray | None = None
-    per_token: list[np.ndarray] | None = None
-    loss_sum, loss_count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    batches = list(length_sorted_batches(features.lengths(), batch_size))
-    bar = progress_bar(progress, n)
-    try:
-        with torch.inference_mode(), autocast_context(device, precision):
-            for idx in batches:
-                batch = collate([features.inputs[i] for i in idx])
-                labels = batch.pop("labels", None)
-                result = model(**{k: v.to(device) for k, v in batch.items()})
-                logits = _logits(result)
-                if loss_fn is not None and labels is not None:
-                    loss_sum += float(loss_fn(result, labels.to(device))) * len(idx)
-                    loss_count += len(idx)
-                if logits.dim() == 3:
-                    rows = logits.cpu().numpy()
-                    per_token = per_token if per_token is not None else [rows[:0, 0]] * n
-                    for j, i in enumerate(idx):
-                        per_token[i] = rows[j, : len(features.inputs[i]["input_ids"])]
-                else:
-                    if out is None:
-                        out = np.empty((n, *logits.shape[1:]), dtype=np.float32)
-                    out[idx] = logits.cpu().numpy()
-                if bar is not None:
-                    bar.update(len(idx))
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    if per_token is not None:
-        return per_token, (loss_sum / loss_count if loss_count else None)
-    if out is None:
-        out = np.empty((0,), dtype=np.float32)
-    return out, (loss_sum / loss_count if loss_count else None)
-
-
-def _logits(result: Any) -> torch.Tensor:
-    """The scores as one tensor: ``logits``, or span start and end logits as ``[batch, tokens, 2]``."""
-    if "logits" in result:
-        return result["logits"].float()
-    return torch.stack([result["start_logits"], result["end_logits"]], dim=-1).float()
-
-
-def progress_bar(description: str | None, total: int) -> Any:
-    if description is None:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="ex", leave=False, disable=None)
 
 
 def inference_precision(device: torch.device, precision: str, backend: str = "torch") -> str:
     """``fp32`` / ``bf16`` / ``fp16`` for a forward pass; ``auto`` is bf16 where the device runs it natively
-    (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32. The onnx backend computes in fp32."""
+    (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32. The forward loop's one rule applies to an
+    explicit choice too (``engine.devices.native_precision``): bf16 only where the device runs it natively,
+    fp16 only on CUDA, else fp32. The onnx backend computes in fp32.
+
+    Raises:
+        ConfigError: an unknown precision, or bf16 / fp16 with the onnx backend.
+    """
     if precision not in ("fp32", "bf16", "fp16", "auto"):
         raise ConfigError(f"precision: expected fp32, bf16, fp16 or auto, got {precision!r}")
     if backend == "onnx":
@@ -111,9 +36,11 @@ def inference_precision(device: torch.device, precision: str, backend: str = "to
                 f"precision: {precision} applies to the torch backend; the onnx backend runs fp32"
             )
         return "fp32"
-    if precision == "auto":
+    if precision in ("auto", "bf16"):
         return "bf16" if bf16_supported(device) else "fp32"
-    return precision
+    if precision == "fp16":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return "fp32"
 
 
 def training_precision(recorded: Any, device: torch.device) -> str | None:
@@ -183,13 +110,16 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.backend = backend
         if backend == "onnx":  # ONNX Runtime on the CPU stands in for the torch module in forward_outputs
-            from taskhead.workflows.export import load_onnx_model
+            from taskhead.engine.onnx import export_dir, load_onnx_model
+            from taskhead.workflows.rundir import warn_leftovers
 
             if device not in ("auto", "cpu"):
                 raise ConfigError(
                     f"device: the onnx backend runs on the CPU; got {device!r} (use auto or cpu)"
                 )
             self.device = torch.device("cpu")
+            onnx_dir = export_dir(self.run_dir, onnx_dir)
+            warn_leftovers(onnx_dir)  # a folder an interrupted export left between two renames is put back
             self.model: Any = load_onnx_model(self.run_dir, onnx_dir, variant=onnx_variant)
         elif backend == "torch":
             self.device = resolve_device(device)

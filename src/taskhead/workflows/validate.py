@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from taskhead.config import RunConfig, load_config, selection_metric
+from taskhead.data.types import Example, SplitSummary
 from taskhead.errors import ConfigError, DataError
 from taskhead.tasks import build_task
-from taskhead.tasks.base import Example, SplitSummary, Task
+from taskhead.tasks.base import Task
 
 SPLITS = ("train", "eval", "test")
 
