@@ -423,3 +423,33 @@ def test_an_output_file_is_never_an_input_nor_a_folder(
     (tmp_path / "out-link.jsonl").symlink_to(target)
     assert main(["predict", run, str(texts), "-o", str(tmp_path / "out-link.jsonl")]) == 0
     assert (tmp_path / "out-link.jsonl").is_symlink() and len(target.read_text().splitlines()) == 2
+
+
+def test_a_run_swapped_while_it_loads_is_loaded_again_whole(
+    tiny_runs: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`predict` racing an --overwrite: taskhead.json and model/ always come from one folder."""
+    import shutil
+
+    from taskhead.engine import backbones
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["classification"], run)  # type: ignore[index]
+    new = tmp_path / ".run.taskhead-tmp-1"
+    shutil.copytree(run, new)
+    for path in (new / "taskhead.json", new / "model" / "config.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "marker": "new"}))
+    real_check = backbones.check_safetensors
+    swaps = []
+
+    def swap_once(model_dir: Path, **kwargs: object) -> None:  # between taskhead.json and model/
+        if not swaps:
+            swaps.append(
+                rundir._exchange(new, run) or os.replace(run, tmp_path / "gone") or os.replace(new, run)
+            )
+        real_check(model_dir, **kwargs)
+
+    monkeypatch.setattr(backbones, "check_safetensors", swap_once)
+    predictor = taskhead.load(run)
+    assert swaps and predictor.meta.get("marker") == "new"
+    assert getattr(predictor.model.config, "marker", None) == "new"

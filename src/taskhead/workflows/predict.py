@@ -15,7 +15,7 @@ import torch
 from taskhead.data.types import Example, Features
 from taskhead.engine.devices import bf16_supported, resolve_device
 from taskhead.engine.forward import forward_outputs
-from taskhead.errors import ConfigError, DataError
+from taskhead.errors import ConfigError, DataError, RunDirError
 from taskhead.evaluation import score_outputs
 
 
@@ -91,6 +91,43 @@ class Predictor:
             UnsafeWeightsError: weights only as pickle files (``pytorch_model.bin``), no safetensors.
             ConfigError: the run needs its own code and ``trust_remote_code`` is False; a bad option.
         """
+        from taskhead.workflows.rundir import run_identity
+
+        self.run_dir = Path(run_dir)
+        for _ in range(3):  # an --overwrite may swap the folder between reading taskhead.json and model/
+            before = run_identity(self.run_dir)
+            try:
+                self._load(device, backend, onnx_variant, onnx_dir, trust_remote_code)
+            except Exception:
+                if run_identity(self.run_dir) == before:
+                    raise
+                continue
+            if run_identity(self.run_dir) == before:
+                break
+        else:
+            raise RunDirError(
+                f"{self.run_dir}: replaced by another command while loading, three times; load it again once "
+                f"the training or export that writes it has finished"
+            )
+        self.model.eval()
+        self.batch_size = batch_size
+        self.precision = inference_precision(self.device, precision, backend)
+        self.eval_precision = self.precision
+        if precision == "auto" and backend == "torch":  # evaluate reproduces the training-time evaluation
+            self.eval_precision = (
+                training_precision(self.meta.get("precision"), self.device) or self.precision
+            )
+        self.progress = progress
+
+    def _load(
+        self,
+        device: str,
+        backend: str,
+        onnx_variant: str,
+        onnx_dir: str | Path | None,
+        trust_remote_code: bool,
+    ) -> None:
+        """Read taskhead.json, the tokenizer and the model of ``self.run_dir`` (one attempt)."""
         from transformers import AutoTokenizer
 
         from taskhead.config import RunConfig
@@ -98,7 +135,6 @@ class Predictor:
         from taskhead.tasks import build_task
         from taskhead.workflows.rundir import read_meta
 
-        self.run_dir = Path(run_dir)
         self.meta = read_meta(self.run_dir)
         model_dir = self.run_dir / "model"
         check_safetensors(model_dir)
@@ -127,15 +163,6 @@ class Predictor:
                 self.model = self.task.load_model(model_dir, self.config.model).to(self.device)
         else:
             raise ConfigError(f"backend: expected 'torch' or 'onnx', got {backend!r}")
-        self.model.eval()
-        self.batch_size = batch_size
-        self.precision = inference_precision(self.device, precision, backend)
-        self.eval_precision = self.precision
-        if precision == "auto" and backend == "torch":  # evaluate reproduces the training-time evaluation
-            self.eval_precision = (
-                training_precision(self.meta.get("precision"), self.device) or self.precision
-            )
-        self.progress = progress
 
     @classmethod
     def from_memory(

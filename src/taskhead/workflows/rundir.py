@@ -90,6 +90,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def run_identity(path: Path) -> tuple[int, int] | None:
+    """Which folder is at ``path`` now (device and inode, None when missing): a swap changes it, so a reader
+    that reads several files by path can tell that they came from one folder."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def real(path: Path) -> Path:
     """``path`` as the file system sees it: absolute, ``.``/``..`` resolved, symbolic links followed, so
     that a temporary name beside it lands beside the real file or folder (same file system, one rename)."""
