@@ -18,7 +18,7 @@ from conftest import BIN, run_cli, tiny_config, write_jsonl
 
 import taskhead
 from taskhead.errors import ExportError, RetrievalError, RunDirError, SaveError
-from taskhead.workflows import rundir
+from taskhead.workflows import files, outputs, rundir
 from taskhead.workflows import train as training
 
 SRC = Path(taskhead.__file__).resolve().parents[1]
@@ -92,10 +92,10 @@ def test_a_run_folder_left_with_an_empty_checkpoints_folder_may_be_replaced(tmp_
     """A first checkpoint that failed leaves ``checkpoints/`` empty: taskhead's own, replaceable; the same
     folder beside a file of the user's is not."""
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    rundir.check_replaceable(tmp_path / "run", rundir.RUN, "output_dir")
+    outputs.check_replaceable(tmp_path / "run", rundir.RUN, "output_dir")
     (tmp_path / "run" / "config.yaml").write_text("mine")
     with pytest.raises(RunDirError, match=r"it holds config\.yaml, which"):
-        rundir.check_replaceable(tmp_path / "run", rundir.RUN, "output_dir")
+        outputs.check_replaceable(tmp_path / "run", rundir.RUN, "output_dir")
 
 
 def test_index_and_export_refuse_a_folder_they_did_not_write(
@@ -167,9 +167,9 @@ def test_overwrite_keeps_the_old_run_loadable_until_the_new_one_is_complete(
 KILL_LOOP = """
 import sys
 from pathlib import Path
-from taskhead.workflows import rundir
+from taskhead.workflows import outputs
 if sys.argv[2] == "fallback":
-    rundir._exchange = lambda a, b: False
+    outputs._exchange = lambda a, b: False
 target, i = Path(sys.argv[1]), 0
 while True:
     i += 1
@@ -177,7 +177,7 @@ while True:
         for k in range(30):
             (d / f"part{k}").write_text(str(i) * 2000)
         (d / "complete").write_text(str(i))
-    rundir.replace_dir(target, fill)
+    outputs.replace_dir(target, fill)
 """
 
 
@@ -199,10 +199,10 @@ def test_replace_dir_killed_at_random_instants_leaves_the_old_or_the_new_folder(
         time.sleep(0.6 + rng.random() * 0.4)  # past the interpreter's start, inside the loop
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        rundir.recover(target)  # what every reader does first
+        outputs.recover(target)  # what every reader does first
         version = (target / "complete").read_text()
         assert {(target / f"part{k}").read_text() for k in range(30)} == {version * 2000}
-        rundir.clean_leftovers(target)
+        outputs.clean_leftovers(target)
         assert _siblings(target) == []
 
 
@@ -215,15 +215,15 @@ def test_fallback_swap_killed_between_its_renames_is_put_back_by_the_next_reader
         (folder / "taskhead.json").write_text(json.dumps({"format_version": 1, "label": label}))
     assert rundir.read_meta(run_dir)["label"] == "new"
     assert (tmp_path / ".run.taskhead-old-999999999").is_dir()  # readers report, writers remove
-    assert [p.name for p in rundir.clean_leftovers(run_dir)] == [".run.taskhead-old-999999999"]
+    assert [p.name for p in outputs.clean_leftovers(run_dir)] == [".run.taskhead-old-999999999"]
     assert _siblings(run_dir) == []
 
 
 def test_a_live_writers_staging_folder_is_never_removed(tmp_path: Path) -> None:
     target = tmp_path / "run"
-    staging = rundir.Staging(target)  # this process holds its lock
+    staging = outputs.Staging(target)  # this process holds its lock
     (staging.path / "weights").write_text("being written")
-    assert rundir.clean_leftovers(target) == []
+    assert outputs.clean_leftovers(target) == []
     assert (staging.path / "weights").is_file()
     staging.discard()
     assert _siblings(target) == []
@@ -310,9 +310,9 @@ def test_export_killed_while_writing_leaves_the_old_export(tiny_runs: object, tm
 def test_outputs_respect_the_umask(tmp_path: Path) -> None:
     before = os.umask(0o027)
     try:
-        rundir.atomic_write_text(tmp_path / "predictions.jsonl", "{}\n")
-        rundir.replace_dir(tmp_path / "index", lambda d: (d / "vectors.npy").write_bytes(b"x"))
-        staging = rundir.Staging(tmp_path / "run")
+        files.atomic_write_text(tmp_path / "predictions.jsonl", "{}\n")
+        outputs.replace_dir(tmp_path / "index", lambda d: (d / "vectors.npy").write_bytes(b"x"))
+        staging = outputs.Staging(tmp_path / "run")
         staging.commit()
     finally:
         os.umask(before)
@@ -320,7 +320,7 @@ def test_outputs_respect_the_umask(tmp_path: Path) -> None:
     assert (tmp_path / "index").stat().st_mode & 0o777 == 0o750
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o750
     (tmp_path / "predictions.jsonl").chmod(0o604)  # a mode the user chose survives a rewrite
-    rundir.atomic_write_text(tmp_path / "predictions.jsonl", "[]\n")
+    files.atomic_write_text(tmp_path / "predictions.jsonl", "[]\n")
     assert (tmp_path / "predictions.jsonl").stat().st_mode & 0o777 == 0o604
 
 
@@ -368,7 +368,7 @@ def test_output_dir_with_dots_or_through_a_symlink_is_the_folder_it_names(
     # an empty current folder is a fine place for an index
     (tmp_path / "ix").mkdir()
     monkeypatch.chdir(tmp_path / "ix")
-    rundir.replace_dir(Path("."), lambda d: (d / "index.json").write_text("{}"))
+    outputs.replace_dir(Path("."), lambda d: (d / "index.json").write_text("{}"))
     assert (tmp_path / "ix" / "index.json").is_file()
 
 
@@ -379,7 +379,7 @@ def test_overwrite_refuses_files_the_user_added_inside_model_and_checkpoints(
     cfg = tiny_config(tiny_backbone, sentiment_data, run_dir)
     taskhead.train(cfg, quiet=True)
     assert "model/model.safetensors" in json.loads((run_dir / "taskhead.json").read_text())["files"]
-    rundir.check_replaceable(run_dir, rundir.RUN, "output_dir")  # as written: replaceable
+    outputs.check_replaceable(run_dir, rundir.RUN, "output_dir")  # as written: replaceable
     (run_dir / "model" / "NOTES.md").write_text("my edits")
     with pytest.raises(RunDirError, match=r"it holds model/NOTES\.md, which"):
         taskhead.train(cfg, quiet=True, overwrite=True)
@@ -445,7 +445,7 @@ def test_a_run_swapped_while_it_loads_is_loaded_again_whole(
     def swap_once(model_dir: Path, **kwargs: object) -> None:  # between taskhead.json and model/
         if not swaps:
             swaps.append(
-                rundir._exchange(new, run) or os.replace(run, tmp_path / "gone") or os.replace(new, run)
+                outputs._exchange(new, run) or os.replace(run, tmp_path / "gone") or os.replace(new, run)
             )
         real_check(model_dir, **kwargs)
 

@@ -184,7 +184,8 @@ def _predictor(args: argparse.Namespace) -> Any:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.evaluation import metrics_table
-    from taskhead.workflows.rundir import atomic_write_json, check_output_file
+    from taskhead.workflows.files import atomic_write_json
+    from taskhead.workflows.outputs import check_output_file
 
     if args.output:
         check_output_file(args.output, "--output", [args.data])
@@ -208,7 +209,8 @@ def evaluation_path(run_dir: Path, data: Path, args: argparse.Namespace) -> Path
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from taskhead.workflows.rundir import atomic_write_text, check_output_file
+    from taskhead.workflows.files import atomic_write_text
+    from taskhead.workflows.outputs import check_output_file
 
     if args.output:
         check_output_file(args.output, "--output", [args.input])

@@ -381,7 +381,7 @@ def load_config(
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    from taskhead.workflows.rundir import atomic_write_text
+    from taskhead.workflows.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))
 

@@ -109,7 +109,7 @@ def load_onnx_model(
     """The exported model of a run (``RUN/onnx`` unless ``onnx_dir``), checked against the run's weights.
 
     Reads the folder as it is: a caller that may follow an interrupted export first puts the folder back
-    (``taskhead.workflows.rundir.warn_leftovers(export_dir(...))``, as ``Predictor`` does).
+    (``taskhead.workflows.outputs.warn_leftovers(export_dir(...))``, as ``Predictor`` does).
 
     Raises:
         ExportError: no export, no model of that variant, or an export of other weights than the run's.

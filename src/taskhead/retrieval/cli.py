@@ -190,7 +190,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _index_build(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
     from taskhead.retrieval.store import INDEX
-    from taskhead.workflows.rundir import check_replaceable
+    from taskhead.workflows.outputs import check_replaceable
 
     out = Path(args.out)
     check_replaceable(
@@ -232,7 +232,8 @@ def _index_add(args: argparse.Namespace) -> int:
 def _index_evaluate(args: argparse.Namespace) -> int:
     from taskhead.console import print_table
     from taskhead.retrieval.metrics import evaluate
-    from taskhead.workflows.rundir import atomic_write_json, check_output_file
+    from taskhead.workflows.files import atomic_write_json
+    from taskhead.workflows.outputs import check_output_file
 
     if args.output:
         check_output_file(args.output, "--output", [args.queries, args.qrels, args.beir])
@@ -312,7 +313,8 @@ def _retrieve(
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from taskhead.workflows.rundir import atomic_write_text, check_output_file
+    from taskhead.workflows.files import atomic_write_text
+    from taskhead.workflows.outputs import check_output_file
 
     if (args.query is None) == (args.queries is None):
         raise RetrievalError("search: give one query text or --queries FILE (not both)")
@@ -367,7 +369,8 @@ def _print_hits(query: str, hits: list[dict[str, Any]], similarity: str) -> None
 def _cmd_mine(args: argparse.Namespace) -> int:
     from taskhead.retrieval.index import Index
     from taskhead.retrieval.mining import mine_triplets, read_pairs, summary
-    from taskhead.workflows.rundir import atomic_write_text, check_output_file
+    from taskhead.workflows.files import atomic_write_text
+    from taskhead.workflows.outputs import check_output_file
 
     check_output_file(args.out, "--out", [args.pairs, args.corpus])
     pairs = read_pairs(args.pairs, anchor_column=args.anchor_column, positive_column=args.positive_column)

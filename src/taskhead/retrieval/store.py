@@ -15,7 +15,7 @@ import numpy as np
 from taskhead.errors import RetrievalError
 from taskhead.retrieval import ann
 from taskhead.retrieval.corpus import Doc
-from taskhead.workflows.rundir import Kind, warn_leftovers
+from taskhead.workflows.outputs import Kind, warn_leftovers
 
 if TYPE_CHECKING:
     from taskhead.retrieval.index import Index
@@ -37,7 +37,7 @@ def write_index_files(target: Path, index: Index) -> Path:
         RetrievalError: ``target`` holds files that are not an index's (never replaced).
     """
     from taskhead import __version__
-    from taskhead.workflows.rundir import check_replaceable, replace_dir
+    from taskhead.workflows.outputs import check_replaceable, replace_dir
 
     check_replaceable(target, INDEX, "index folder", RetrievalError)
 

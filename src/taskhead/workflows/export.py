@@ -97,8 +97,9 @@ def export_onnx(
             whose outputs differ from PyTorch's beyond ``ATOL`` / ``RTOL``.
         UnsafeWeightsError, ConfigError: pickle-only weights; remote code not trusted (see ``Predictor``).
     """
+    from taskhead.workflows.files import atomic_write_json
+    from taskhead.workflows.outputs import Kind, check_replaceable, replace_dir
     from taskhead.workflows.predict import Predictor
-    from taskhead.workflows.rundir import Kind, atomic_write_json, check_replaceable, replace_dir
 
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize: expected 'int8' or none, got {quantize!r}")

@@ -91,7 +91,7 @@ class Predictor:
             UnsafeWeightsError: weights only as pickle files (``pytorch_model.bin``), no safetensors.
             ConfigError: the run needs its own code and ``trust_remote_code`` is False; a bad option.
         """
-        from taskhead.workflows.rundir import run_identity
+        from taskhead.workflows.files import run_identity
 
         self.run_dir = Path(run_dir)
         for _ in range(3):  # an --overwrite may swap the folder between reading taskhead.json and model/
@@ -147,7 +147,7 @@ class Predictor:
         self.backend = backend
         if backend == "onnx":  # ONNX Runtime on the CPU stands in for the torch module in forward_outputs
             from taskhead.engine.onnx import export_dir, load_onnx_model
-            from taskhead.workflows.rundir import warn_leftovers
+            from taskhead.workflows.outputs import warn_leftovers
 
             if device not in ("auto", "cpu"):
                 raise ConfigError(

@@ -201,7 +201,8 @@ def build(
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, set_seed
 
     from taskhead.console import info
-    from taskhead.workflows.rundir import atomic_write_json, replace_dir
+    from taskhead.workflows.files import atomic_write_json
+    from taskhead.workflows.outputs import replace_dir
 
     kind = role(options.architecture)
     texts = list(example_texts(examples))

@@ -13,18 +13,9 @@ from taskhead.config import RunConfig, save_config
 from taskhead.console import info, print_table, trained_text, tuned_text, warn, weights_text
 from taskhead.errors import RunDirError
 from taskhead.tasks.base import Example, Features, Task, TaskBase
-from taskhead.workflows.rundir import (
-    FORMAT_VERSION,
-    MANIFEST,
-    META_FILE,
-    Staging,
-    apply_umask,
-    atomic_write_json,
-    atomic_write_text,
-    real,
-    replace_dir,
-    written_files,
-)
+from taskhead.workflows.files import apply_umask, atomic_write_json, atomic_write_text, real
+from taskhead.workflows.outputs import Staging, replace_dir
+from taskhead.workflows.rundir import FORMAT_VERSION, MANIFEST, META_FILE, written_files
 from taskhead.workflows.train_setup import (
     CHECKPOINTS,
     TrainerSetup,
@@ -111,7 +102,8 @@ def _check_output_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[
             written, an --overwrite of the folder you are in.
     """
     from taskhead.console import process_rank
-    from taskhead.workflows.rundir import RUN, check_replaceable, clean_leftovers, killed_stagings
+    from taskhead.workflows.outputs import check_replaceable, clean_leftovers, killed_stagings
+    from taskhead.workflows.rundir import RUN
 
     rank = process_rank()
     killed = killed_stagings(run_dir, include_live=rank > 0)
@@ -224,7 +216,7 @@ def train(
         warn(w)
     run_dir = Path(cfg.output_dir).expanduser()  # as a shell would; the Trainer's own paths expand it too
     from taskhead.console import process_rank
-    from taskhead.workflows.rundir import WriterLock
+    from taskhead.workflows.outputs import WriterLock
 
     lock = WriterLock(run_dir) if process_rank() == 0 else None  # one writer per output_dir
     try:
