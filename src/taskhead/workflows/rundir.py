@@ -22,6 +22,7 @@ META_FILE = "taskhead.json"
 
 
 FORMAT_VERSION = 1
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints: the Trainer's checkpoints, for --resume
 
 
 MANIFEST = "files"  # taskhead.json's list of the files taskhead wrote under model/ and scratch/

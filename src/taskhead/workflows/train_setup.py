@@ -13,8 +13,7 @@ from taskhead.config import RunConfig, selection_metric
 from taskhead.console import info, print_table, schedule_text, summary_table, warn
 from taskhead.errors import ConfigError
 from taskhead.tasks.base import Example, Features, TaskBase
-
-CHECKPOINTS = "checkpoints"
+from taskhead.workflows.rundir import CHECKPOINTS
 
 
 @dataclass
