@@ -374,8 +374,15 @@ def report_leftovers(target: Path) -> list[Path]:
         for token, entries in _leftovers(target).items()
         if not _alive(target, token, entries)
         for p in entries
-        if TEMP.match(p.name)["kind"] != "lock"
+        if _temp_kind(p) != "lock"
     ]
+
+
+def _temp_kind(path: Path) -> str | None:
+    """The kind (``tmp``, ``new``, ``old``, ``lock``) of a temporary name beside a target; None for another
+    name."""
+    m = TEMP.match(path.name)
+    return m["kind"] if m else None
 
 
 def warn_leftovers(target: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from taskhead.config import RunConfig, save_config
 from taskhead.console import info, print_table, trained_text, tuned_text, warn, weights_text
 from taskhead.errors import RunDirError
-from taskhead.tasks.base import Example, Features, Task, TaskBase
+from taskhead.tasks.base import Example, Features, TaskBase
 from taskhead.workflows.rundir import (
     FORMAT_VERSION,
     MANIFEST,
@@ -252,7 +252,7 @@ def _command(config: Any, overrides: Any, keyword_overrides: dict[str, Any]) -> 
 
 def _train_staged(
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     splits: dict[str, list[Example]],
     run_dir: Path,
     staging: Staging,
@@ -417,7 +417,7 @@ def _write(
     work_dir: Path,
     run_dir: Path,
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     model: Any,
     tokenizer: Any,
     metrics: dict[str, Any],
