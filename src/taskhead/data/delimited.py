@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from taskhead.data.rows import LINE_BREAK, Row
 from taskhead.errors import DataError
 
 if TYPE_CHECKING:
     from taskhead.data.rows import TableStream
+
+# The csv module's quoting modes this reader uses: csv.QUOTE_MINIMAL (0) or csv.QUOTE_NONE (3).
+_Quoting = Literal[0, 3]
 
 
 def delimited_rows(
@@ -32,7 +35,7 @@ def delimited_rows(
     Raises:
         DataError: after the last row, every malformed line (up to ``max_errors``, with the total).
     """
-    mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
+    mode: _Quoting = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
     consumed: list[str] = []  # the raw lines of the row being read (to re-check rows over several lines)
     reader = csv.reader(_recorded(lines, consumed), delimiter=delimiter, quoting=mode, strict=False)
     kind = "CSV" if delimiter == "," else "TSV"
@@ -115,7 +118,7 @@ def _recorded(lines: Iterator[str], into: list[str]) -> Iterator[str]:
         yield line
 
 
-def _unclosed_quote(raw: str, delimiter: str, mode: int, fields: list[str]) -> str | None:
+def _unclosed_quote(raw: str, delimiter: str, mode: _Quoting, fields: list[str]) -> str | None:
     """The start of a quoted field of a row over several lines (``raw``) that never closes (the lenient
     reader ran to the end of the file inside it), or, in a TSV file, any quoted field over a line break:
     in a one-column file no delimiter count can tell a stray quote from a multi-line value, and TSV files

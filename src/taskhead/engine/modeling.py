@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from taskhead.engine.backbones import SAFE_LOADING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 HEAD_FILE = "head.safetensors"
 
@@ -190,7 +193,7 @@ class PooledClassifier(nn.Module):
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: PreTrainedModel,
         num_labels: int,
         *,
         pooling: str,

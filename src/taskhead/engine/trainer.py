@@ -49,7 +49,8 @@ class ShuffledLengthGroupedSampler(torch.utils.data.Sampler[int]):
         g = torch.Generator()
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(len(self.lengths), generator=g).tolist()
-        full, partial = [], []
+        full: list[list[int]] = []  # the batches of batch_size indices
+        partial: list[list[int]] = []  # the shorter last batch of each mega-batch
         for start in range(0, len(perm), self.mega):
             chunk = sorted(perm[start : start + self.mega], key=lambda i: self.lengths[i])
             for j in range(0, len(chunk), self.batch_size):
@@ -193,6 +194,9 @@ class TaskheadTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         from taskhead.engine.packing import packed_forward
 
+        # packing is set only for tasks whose loss taskhead computes (train_setup passes it as
+        # compute_loss_func)
+        assert self.compute_loss_func is not None
         labels = inputs.pop("labels")
         with self.accelerator.autocast():
             outputs = packed_forward(model, inputs)
@@ -203,6 +207,7 @@ class TaskheadTrainer(Trainer):
         """Outputs of the current model for a split, in input order, and the mean loss. A task with its own
         ``run_outputs`` (generation: generated token ids instead of logits) runs it instead."""
         run = self.task.run_outputs or forward_outputs
+        assert self.model is not None  # TaskheadTrainer is built with a model (never with model_init)
         return run(
             self.model,
             features,

@@ -27,6 +27,7 @@ from taskhead.tasks.base import Example, Features, SplitSummary, TaskBase, TaskT
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedModel
 
     from taskhead.config import DataConfig, ModelConfig
     from taskhead.engine.forward import Batch, StepOutput
@@ -537,7 +538,7 @@ class GenerationTask(TaskBase):
 
     def run_outputs(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         features: Features,
         collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
         *,
@@ -548,7 +549,8 @@ class GenerationTask(TaskBase):
         progress: str | None = None,
     ) -> tuple[list[np.ndarray], float | None]:
         """Generated token ids per feature (input order) and the mean teacher-forced loss when labelled
-        (weighted by target tokens), through ``engine.forward.forward_in_order``."""
+        (weighted by target tokens), through ``engine.forward.forward_in_order``; ``model`` is the run's
+        transformers seq2seq or causal LM."""
         from taskhead.engine.forward import forward_in_order
 
         config = self.generation_config(model)

@@ -115,7 +115,7 @@ class QuestionAnsweringTask(TaskBase):
         from taskhead.data.readers import detect_format
         from taskhead.data.squad import is_squad_json, read_qa_table, read_squad
 
-        fmt = data.format
+        fmt: str = data.format  # or "squad", which only this task reads
         if fmt in ("auto", "jsonl") and str(path) != "-" and Path(str(path)).suffix.lower() == ".json":
             fmt = "squad" if is_squad_json(path, data.encoding) else "jsonl"
         if fmt == "squad":

@@ -152,7 +152,7 @@ def clean_leftovers(target: Path, keep: Collection[str] = ()) -> list[Path]:
     return [
         p
         for p in remove_dead_leftovers(target, keep)
-        if not p.name.endswith(".tmp") and TEMP.match(p.name)["kind"] != "lock"  # type: ignore[index]
+        if not p.name.endswith(".tmp") and not p.name.startswith(f".{target.name}.taskhead-lock-")
     ]
 
 
@@ -210,7 +210,7 @@ def report_leftovers(target: Path) -> list[Path]:
         for token, entries in leftovers(target).items()
         if not alive(target, token, entries)
         for p in entries
-        if TEMP.match(p.name)["kind"] != "lock"
+        if not p.name.startswith(f".{target.name}.taskhead-lock-")
     ]
 
 

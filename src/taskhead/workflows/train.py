@@ -11,7 +11,7 @@ from typing import Any
 from taskhead.config import RunConfig, save_config
 from taskhead.console import info, print_table, trained_text, tuned_text, warn, weights_text
 from taskhead.errors import RunDirError
-from taskhead.tasks.base import Example, Features, Task, TaskBase
+from taskhead.tasks.base import Example, Features, TaskBase
 from taskhead.workflows.files import apply_umask, atomic_write_json, atomic_write_text, real
 from taskhead.workflows.output_dir import check_output_dir
 from taskhead.workflows.outputs import Staging, replace_dir
@@ -142,7 +142,7 @@ def _command(config: Any, overrides: Any, keyword_overrides: dict[str, Any]) -> 
 
 def _train_staged(
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     splits: dict[str, list[Example]],
     run_dir: Path,
     staging: Staging,
@@ -307,7 +307,7 @@ def _write(
     work_dir: Path,
     run_dir: Path,
     cfg: RunConfig,
-    task: Task,
+    task: TaskBase,
     model: Any,
     tokenizer: Any,
     metrics: dict[str, Any],

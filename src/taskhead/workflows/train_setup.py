@@ -216,7 +216,7 @@ def freeze_input_embeddings(model: Any) -> None:
 
     owner = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
     embeddings = owner.get_input_embeddings() if owner is not None else None
-    if embeddings is None:
+    if owner is None or embeddings is None:
         raise ConfigError("model.freeze_embeddings: this model has no input embeddings to freeze")
     output = owner.get_output_embeddings()
     if output is not None and getattr(output, "weight", None) is embeddings.weight:
