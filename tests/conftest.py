@@ -6,12 +6,53 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Under pytest-xdist (`make test` runs `-n 2`) each worker computes on one thread, and so does every CLI
+# subprocess it spawns (run_cli passes os.environ through): two workers on two cores, not two x N threads.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+# The slow tier, longest first (seconds measured alone on 2 cores; see each test's docstring). Under xdist
+# they are scheduled before the fast tier, one test per work unit, so that the two longest start at once on
+# different workers and the fast tier fills in around them instead of leaving one long test to run alone at
+# the end.
+SLOW_ORDER = ()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (``--dist loadgroup --no-loadscope-reorder``): slow tests first, longest first, one test
+    per work unit; then each fast-tier module as one work unit (an ``xdist_group``: its module fixtures are
+    built once), larger modules first so that the last units to start are short. Serial runs keep file
+    order."""
+    if not XDIST_WORKER:
+        return
+    rank = {name: i for i, name in enumerate(SLOW_ORDER)}
+    sizes = Counter(item.nodeid.split("::")[0] for item in items)
+
+    def key(item: pytest.Item) -> tuple[int, int, str]:
+        module = item.nodeid.split("::")[0]
+        if item.get_closest_marker("slow"):
+            return (0, rank.get(item.name, len(rank)), module)
+        return (1, -sizes[module], module)
+
+    items.sort(key=key)  # stable: file order within a module
+    for item in items:
+        if not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 BIN = Path(sys.executable).parent
