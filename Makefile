@@ -6,8 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 # Two pytest-xdist workers (CI has 2 cores; tests/conftest.py gives each worker one thread). loadgroup without
-# reordering keeps the order tests/conftest.py sets: slow tests first, longest first, then each fast module
-# as one unit. JOBS=0 runs serially.
+# reordering hands out one test at a time in the order tests/conftest.py sets: slow tests first, longest
+# first, then the fast tier. JOBS=0 runs serially.
 JOBS   ?= 2
 XDIST  := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 

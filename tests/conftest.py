@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -44,27 +43,17 @@ SLOW_ORDER = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist (``--dist loadgroup --no-loadscope-reorder``): slow tests first, longest first, one test
-    per work unit; then each fast-tier module as one work unit (an ``xdist_group``: its module fixtures are
-    built once), larger modules first so that the last units to start are short. Serial runs keep file
-    order."""
+    """Under xdist (``--dist loadgroup --no-loadscope-reorder``: every test its own work unit, handed out in
+    this order): slow tests first, longest first, then the fast tier in file order. Serial runs keep file
+    order. (Whole fast modules as units balanced badly: a module of few but slow CLI tests ran alone at the
+    end; one test per unit builds a module fixture at most once per worker.)"""
     if not XDIST_WORKER:
         return
     rank = {name: i for i, name in enumerate(SLOW_ORDER)}
-    sizes = Counter(item.nodeid.split("::")[0] for item in items)
-
-    def key(item: pytest.Item) -> tuple[int, int, str]:
-        module = item.nodeid.split("::")[0]
-        if item.get_closest_marker("slow"):
-            return (0, rank.get(item.name, len(rank)), module)
-        return (1, -sizes[module], module)
-
-    items.sort(key=key)  # stable: file order within a module
-    for item in items:
-        if not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(
+        key=lambda item: rank.get(item.name, len(rank)) if item.get_closest_marker("slow") else len(rank) + 1
+    )
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
