@@ -135,7 +135,11 @@ def test_exact_search_equals_brute_force(built: Index, encoder: Encoder) -> None
     got = built.search_vectors(random, k=100)  # k above the size: every document, best first
     assert [[h["id"] for h in r] for r in got] == [[f"d{i}" for i in row] for row in r2]
     np.testing.assert_allclose([[h["score"] for h in r] for r in got], s2, rtol=1e-6, atol=1e-7)
-    assert built.search("good film", k=1) == [results[0][:1]]
+    # alone or in a batch of four the query is padded differently: the same hit, its score equal to float
+    # rounding (on one thread, as under pytest-xdist, they differ in the 8th digit)
+    assert built.search("good film", k=1) == [
+        [{**results[0][0], "score": pytest.approx(results[0][0]["score"])}]
+    ]
     assert built.search([]) == []
 
 

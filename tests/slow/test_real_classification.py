@@ -1,7 +1,10 @@
 """Slow tier: the real MiniLM backbone on public benchmark data in ../shared/datasets.
 
 Reference figures measured here with a plain Hugging Face Trainer (FIELD-NOTES): SST-2 4,000 sentences,
-2 epochs, dynamic padding: dev accuracy 0.837; TREC 3 epochs, lr 1e-4: test accuracy 0.964.
+2 epochs, dynamic padding: dev accuracy 0.837; TREC 3 epochs, lr 1e-4: test accuracy 0.964. The tests train
+less than that (2026-11-30, to keep the whole suite under 30 minutes on CI); each test gives its own figures.
+Durations were measured on 2 cores shared with other test runs (load 5-17), so they over-state the time
+alone.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ import taskhead
 pytestmark = pytest.mark.slow
 
 
-def test_sst2_4000_sentences_2_epochs(tmp_path: Path) -> None:
+def test_sst2_2000_sentences_1_epoch(tmp_path: Path) -> None:
+    """2,000 random training sentences, 1 epoch, lr 1e-4, max_length 64. Measured here
+    (2026-11-30, seed 42): dev accuracy 0.7993 (4,000 x 2 epochs at lr 5e-5 gave 0.82-0.85 over four seeds);
+    a broken run sits near the majority class (0.51). Scored twice (after training, reloaded)."""
     folder = shared_dataset("sst2")
     lines = (folder / "train.tsv").read_text(encoding="utf-8").splitlines()
     random.Random(0).shuffle(body := lines[1:])
-    (tmp_path / "train.tsv").write_text("\n".join([lines[0], *body[:4000]]) + "\n", encoding="utf-8")
+    (tmp_path / "train.tsv").write_text("\n".join([lines[0], *body[:2000]]) + "\n", encoding="utf-8")
     config = {
         "task": "classification",
         "output_dir": str(tmp_path / "run"),
-        "model": {"backbone": "minilm", "max_length": 128},
+        "model": {"backbone": "minilm", "max_length": 64},
         "data": {
             "train": str(tmp_path / "train.tsv"),
             "eval": str(folder / "dev.tsv"),
@@ -35,43 +41,48 @@ def test_sst2_4000_sentences_2_epochs(tmp_path: Path) -> None:
             "quoting": "none",
             "columns": {"text": "sentence", "label": "label"},
         },
-        "train": {"epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "save_strategy": "no", "seed": 42},
+        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-4, "save_strategy": "no", "seed": 42},
     }
     run = taskhead.train(config, quiet=True)
+    print(f"sst2 dev accuracy {run.metrics['eval']['accuracy']:.4f}")
     accuracy = run.metrics["eval"]["accuracy"]
     assert run.metrics["eval"]["per_class"]["0"]["support"] == 428
-    # seed spread measured here (2026-11-26, seeds 42, 1, 2, 3): packed batches (the default) 0.8245, 0.8372,
-    # 0.8314, 0.8463; the same random batches unpacked 0.8417, 0.8394, 0.8349, 0.8303: 0.82 is the
-    # reference (0.837) less that spread; a broken run sits near the majority class (0.51)
-    assert accuracy >= 0.82, accuracy
+    # the 4,000 x 2 epoch seed spread (0.8245-0.8463, 2026-11-26) was +-0.011: 0.76 leaves 0.04 below 0.7993
+    assert accuracy >= 0.76, accuracy
     # the reloaded predictor scores the dev file to the same figure, in input order
     reloaded = taskhead.load(run.run_dir).evaluate(folder / "dev.tsv")["accuracy"]
     assert reloaded == pytest.approx(accuracy, abs=0.003)
 
 
-def _trec_jsonl(source: Path, target: Path) -> Path:
+def _trec_jsonl(source: Path, target: Path, sample: int | None = None) -> Path:
     rows = []
     for line in source.read_text(encoding="latin-1").splitlines():  # train has one non-UTF-8 byte
         label, _, text = line.partition(" ")
         rows.append({"text": text, "label": label.split(":")[0]})
-    return write_jsonl(target, rows)
+    if sample is not None:
+        random.Random(0).shuffle(rows)
+    return write_jsonl(target, rows[:sample])
 
 
 def test_trec_6_classes(tmp_path: Path) -> None:
+    """3,000 of the 5,452 training questions (seeded shuffle), 1 epoch, lr 1.5e-4. Measured here
+    (2026-11-30, seed 42): test accuracy 0.940 (all 5,452 x 3 epochs: 0.964); the majority class (DESC) is
+    0.276 of the 500 test questions."""
     folder = shared_dataset("trec")
     config = {
         "task": "classification",
         "output_dir": str(tmp_path / "run"),
         "model": {"backbone": "minilm", "max_length": 64},
         "data": {
-            "train": str(_trec_jsonl(folder / "train_5500.label", tmp_path / "train.jsonl")),
+            "train": str(_trec_jsonl(folder / "train_5500.label", tmp_path / "train.jsonl", sample=3000)),
             "test": str(_trec_jsonl(folder / "TREC_10.label", tmp_path / "test.jsonl")),
         },
-        "train": {"epochs": 3, "batch_size": 32, "learning_rate": 1e-4, "save_strategy": "no", "seed": 42},
+        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1.5e-4, "save_strategy": "no", "seed": 42},
     }
     run = taskhead.train(config, quiet=True)
+    print(f"trec test accuracy {run.metrics['test']['accuracy']:.4f}")
     assert sorted(run.metrics["test"]["per_class"]) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
-    assert run.metrics["test"]["accuracy"] >= 0.93, run.metrics["test"]["accuracy"]
+    assert run.metrics["test"]["accuracy"] >= 0.90, run.metrics["test"]["accuracy"]
 
 
 def _best_constant_micro_f1(gold: np.ndarray) -> float:
@@ -127,4 +138,5 @@ def test_goemotions_multilabel(tmp_path: Path) -> None:
         gold[i, [labels.index(lbl) for lbl in ex["labels"]]] = 1
     baseline = _best_constant_micro_f1(gold)
     micro_f1 = run.metrics["test"]["micro_f1"]
+    print(f"goemotions test micro-F1 {micro_f1:.4f}, best constant {baseline:.4f}")
     assert micro_f1 >= baseline + 0.10, (micro_f1, baseline)

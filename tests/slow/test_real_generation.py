@@ -39,5 +39,6 @@ def run(tmp: Path, name: str, train: dict) -> dict:
 def test_scitldr_warm_started_minilm_learns_to_summarize(tmp_path: Path) -> None:
     untrained = run(tmp_path, "untrained", {"max_steps": 1, "learning_rate": 1e-9})
     trained = run(tmp_path, "trained", {"epochs": 1, "learning_rate": 1e-4})
+    print(f"scitldr untrained {untrained}, trained {trained}")
     assert untrained["rouge1"] < 5, untrained
     assert trained["rouge1"] >= 15 and trained["rouge2"] >= 3, (trained, untrained)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def translate(tmp: Path, name: str, train: dict) -> dict:
     folder = shared_dataset("multi30k")
     for lang in ("en", "de"):
-        lines = (folder / f"test_2016_flickr.{lang}").read_text(encoding="utf-8").splitlines(True)[:300]
+        lines = (folder / f"test_2016_flickr.{lang}").read_text(encoding="utf-8").splitlines(True)[:150]
         (tmp / f"test.{lang}").write_text("".join(lines), encoding="utf-8")
     config = {
         "task": {
@@ -55,22 +55,28 @@ def translate(tmp: Path, name: str, train: dict) -> dict:
 
 
 def test_multi30k_t5_from_scratch_learns_to_translate(tmp_path: Path) -> None:
-    """Measured here (2 CPU cores, seed 42, cased tokenizer): untrained BLEU 0.00 / chrF 0.00 (it writes
-    nothing); after 600 steps of batch 64 (1.3 epochs, 252 s; capped at 5 minutes): BLEU 2.59, chrF 19.87,
-    ROUGE-L 21.75, test loss 9.65 -> 4.23."""
+    """Measured here (2026-11-30, 2 CPU cores shared with other test runs at load 4-5, seed 42, cased
+    tokenizer; the first 150 test sentences): untrained BLEU 0.00 / chrF 0.00 (it writes nothing); after 300
+    steps of batch 64 (0.66 epochs; capped at 5 minutes): BLEU 3.00, chrF 14.51, ROUGE-L 24.59, test loss
+    9.67 -> 5.49; 478 s in all (two tokenizers, two runs) on that loaded machine. (Before 2026-11-30: 600
+    steps, 252 s of training alone, on the first 300 test sentences: BLEU 2.59, chrF 19.87.)"""
     untrained = translate(tmp_path, "untrained", {"max_steps": 1, "learning_rate": 1e-9})
-    trained = translate(tmp_path, "trained", {"max_steps": 600, "max_minutes": 5})
+    trained = translate(tmp_path, "trained", {"max_steps": 300, "max_minutes": 5})
+    print(f"multi30k untrained {untrained}, trained {trained}")
     assert untrained["bleu"] < 0.5 and untrained["chrf"] < 5, untrained
-    assert trained["bleu"] >= untrained["bleu"] + 1.0, (trained, untrained)
-    assert trained["chrf"] >= untrained["chrf"] + 15, (trained, untrained)
+    assert trained["bleu"] >= untrained["bleu"] + 1.5, (trained, untrained)
+    assert trained["chrf"] >= untrained["chrf"] + 10, (trained, untrained)
+    assert trained["loss"] < untrained["loss"] - 3, (trained, untrained)
 
 
 def test_wikitext_continued_pretraining_lowers_masked_lm_loss(tmp_path: Path) -> None:
-    """MiniLM as a masked LM on WikiText-2: loss on the first 1,000 test lines before (1 step at lr 1e-9)
-    and after 1 epoch on the first 3,000 validation lines (block 128, 52 steps, 131 s). Measured here:
-    loss 10.74 -> 5.20 (perplexity 46,301 -> 182), masked-token accuracy 0.00 -> 0.30."""
+    """MiniLM as a masked LM on WikiText-2: loss on the first 300 test lines (172 blocks, 3,207 masked
+    tokens) before (1 step at lr 1e-9) and after 1 epoch on the first 1,000 validation lines (460 blocks of
+    128, 15 steps, lr 3e-4). Measured here (2026-11-30, seed 42): loss 10.73 -> 6.45 (perplexity 45,704 ->
+    634), masked-token accuracy 0.00 -> 0.11; 110 s on 2 cores shared with other test runs (load 4-5).
+    (Before 2026-11-30: 3,000 lines, 52 steps at lr 2e-4, 131 s alone: loss 10.74 -> 5.20, accuracy 0.30.)"""
     folder = shared_dataset("wikitext2")
-    for name, lines in (("valid", 3000), ("test", 1000)):
+    for name, lines in (("valid", 1000), ("test", 300)):
         text = (folder / f"wiki.{name}.tokens").read_text(encoding="utf-8").splitlines(True)[:lines]
         (tmp_path / f"{name}.txt").write_text("".join(text), encoding="utf-8")
 
@@ -85,6 +91,7 @@ def test_wikitext_continued_pretraining_lowers_masked_lm_loss(tmp_path: Path) ->
         return taskhead.train(config, quiet=True).metrics["test"]
 
     before = pretrain("before", {"max_steps": 1, "learning_rate": 1e-9})
-    after = pretrain("after", {"epochs": 1, "learning_rate": 2e-4})
-    assert after["loss"] < before["loss"] - 1.0, (after, before)
-    assert after["accuracy"] > before["accuracy"] + 0.1, (after, before)
+    after = pretrain("after", {"epochs": 1, "learning_rate": 3e-4})
+    print(f"wikitext before {before}, after {after}")
+    assert after["loss"] < before["loss"] - 2.5, (after, before)
+    assert after["accuracy"] > before["accuracy"] + 0.05, (after, before)
