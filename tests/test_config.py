@@ -135,7 +135,7 @@ def test_steps_strategy_needs_a_number(tmp_path: Path) -> None:
 
 
 def test_round_trip_of_resolved_config(tmp_path: Path) -> None:
-    from taskhead.config import save_config
+    from taskhead.workflows.rundir import save_config
 
     cfg = load_config(write(tmp_path, GOOD), ["train.seed=7"])
     save_config(cfg, tmp_path / "resolved.yaml")

@@ -8,7 +8,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from taskhead.tasks.generation_metrics import ROUGE_TYPES, bleu, one_sentence_per_line, perplexity, rouge
+from taskhead.evaluation import perplexity
+from taskhead.tasks.generation_metrics import ROUGE_TYPES, bleu, one_sentence_per_line, rouge
 
 PREDICTIONS = [
     "The cats were sitting on the mat. They looked happy!",

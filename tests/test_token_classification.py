@@ -15,7 +15,7 @@ from conftest import ner_records, run_cli, tiny_config, write_conll, write_jsonl
 import taskhead
 from taskhead.config import DataConfig, ModelConfig
 from taskhead.errors import DataError
-from taskhead.evaluation import tagging_metrics
+from taskhead.tasks.tagging import tagging_metrics
 from taskhead.tasks.token_classification import (
     TokenClassificationOptions,
     TokenClassificationTask,

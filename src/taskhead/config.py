@@ -383,12 +383,6 @@ def load_config(
         raise ConfigError("\n".join(messages)) from None
 
 
-def save_config(config: RunConfig, path: Path) -> None:
-    from taskhead.workflows.files import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))
-
-
 # ---------------------------------------------------------------- train.metric
 
 

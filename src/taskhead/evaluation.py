@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,46 +29,6 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
             "matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
         },
     }
-
-
-def tagging_metrics(
-    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str
-) -> dict[str, Any]:
-    """Token accuracy over words; for entity schemes also seqeval's entity-level P/R/F1 (micro, macro and
-    per type) in strict mode for the scheme. ``gold`` and ``predicted`` hold one tag per word."""
-    total = sum(len(g) for g in gold)
-    correct = sum(a == b for g, p in zip(gold, predicted, strict=True) for a, b in zip(g, p, strict=True))
-    metrics: dict[str, Any] = {"accuracy": correct / total if total else 0.0, "words": total}
-    if scheme == "plain":
-        return metrics
-    from seqeval.metrics import classification_report
-
-    from taskhead.tasks.tagging import seqeval_scheme, seqeval_tags
-
-    gold_l = [seqeval_tags(g, scheme) for g in gold]  # IOB1 is scored after conversion to IOB2
-    pred_l = [seqeval_tags(p, scheme) for p in predicted]
-    report = classification_report(
-        gold_l, pred_l, mode="strict", scheme=seqeval_scheme(scheme), output_dict=True, zero_division=0
-    )
-    micro, macro = report.pop("micro avg"), report.pop("macro avg")
-    report.pop("weighted avg", None)
-    metrics.update(
-        precision=float(micro["precision"]),
-        recall=float(micro["recall"]),
-        f1=float(micro["f1-score"]),
-        macro_f1=float(macro["f1-score"]),
-        entities=int(micro["support"]),
-        per_type={
-            name: {
-                "precision": float(v["precision"]),
-                "recall": float(v["recall"]),
-                "f1": float(v["f1-score"]),
-                "support": int(v["support"]),
-            }
-            for name, v in sorted(report.items())
-        },
-    )
-    return metrics
 
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -146,8 +107,6 @@ def add_loss(metrics: dict[str, Any], loss: float | None, task: Any) -> dict[str
     if loss is not None:
         metrics["loss"] = loss
         if task.traits.reports_perplexity:
-            from taskhead.tasks.generation_metrics import perplexity
-
             metrics["perplexity"] = perplexity(loss)
     return metrics
 
@@ -179,3 +138,13 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Any:
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         table.add_row(key, text, *([""] * (len(table.columns) - 2)))
     return table
+
+
+def perplexity(mean_loss: float) -> float:
+    """``exp(mean_loss)`` of a mean token cross-entropy in nats; ``inf`` where that overflows, NaN for NaN."""
+    if math.isnan(mean_loss):
+        return math.nan
+    try:
+        return math.exp(mean_loss)
+    except OverflowError:
+        return math.inf

@@ -17,7 +17,6 @@ sacrebleu's tokens; the Porter stemmer applies to ASCII words only. Texts are co
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
 from collections import Counter
@@ -291,13 +290,3 @@ def text_metrics(
         **bleu(predictions, references, tokenize=name),
         "rouge_tokenizer": RougeTokenizer(name).name,
     }
-
-
-def perplexity(mean_loss: float) -> float:
-    """``exp(mean_loss)`` of a mean token cross-entropy in nats; ``inf`` where that overflows, NaN for NaN."""
-    if math.isnan(mean_loss):
-        return math.nan
-    try:
-        return math.exp(mean_loss)
-    except OverflowError:
-        return math.inf

@@ -14,6 +14,7 @@ supported: ``detect_scheme`` rejects it with the renaming that turns it into BIO
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from taskhead.errors import DataError
 
@@ -263,3 +264,41 @@ def seqeval_tags(tags: Sequence[str], scheme: str) -> list[str]:
     if scheme == "plain":
         return out
     return [join_tag(tag, UNTYPED) if split_tag(tag)[1] == "" else tag for tag in out]
+
+
+def tagging_metrics(
+    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str
+) -> dict[str, Any]:
+    """Token accuracy over words; for entity schemes also seqeval's entity-level P/R/F1 (micro, macro and
+    per type) in strict mode for the scheme. ``gold`` and ``predicted`` hold one tag per word."""
+    total = sum(len(g) for g in gold)
+    correct = sum(a == b for g, p in zip(gold, predicted, strict=True) for a, b in zip(g, p, strict=True))
+    metrics: dict[str, Any] = {"accuracy": correct / total if total else 0.0, "words": total}
+    if scheme == "plain":
+        return metrics
+    from seqeval.metrics import classification_report
+
+    gold_l = [seqeval_tags(g, scheme) for g in gold]  # IOB1 is scored after conversion to IOB2
+    pred_l = [seqeval_tags(p, scheme) for p in predicted]
+    report = classification_report(
+        gold_l, pred_l, mode="strict", scheme=seqeval_scheme(scheme), output_dict=True, zero_division=0
+    )
+    micro, macro = report.pop("micro avg"), report.pop("macro avg")
+    report.pop("weighted avg", None)
+    metrics.update(
+        precision=float(micro["precision"]),
+        recall=float(micro["recall"]),
+        f1=float(micro["f1-score"]),
+        macro_f1=float(macro["f1-score"]),
+        entities=int(micro["support"]),
+        per_type={
+            name: {
+                "precision": float(v["precision"]),
+                "recall": float(v["recall"]),
+                "f1": float(v["f1-score"]),
+                "support": int(v["support"]),
+            }
+            for name, v in sorted(report.items())
+        },
+    )
+    return metrics

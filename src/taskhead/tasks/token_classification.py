@@ -585,7 +585,7 @@ class TokenClassificationTask(TaskBase):
         return predictions
 
     def score(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict[str, Any]:
-        from taskhead.evaluation import tagging_metrics
+        from taskhead.tasks.tagging import tagging_metrics
 
         return tagging_metrics(
             [ex["tags"] for ex in examples], [p["tags"] for p in predictions], self.scheme or "iob2"

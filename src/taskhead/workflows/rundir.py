@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskhead.errors import RunDirError
 from taskhead.workflows.files import TEMP
 from taskhead.workflows.outputs import LEGACY_TEMP, Kind, killed_stagings, warn_leftovers
+
+if TYPE_CHECKING:
+    from taskhead.config import RunConfig
 
 META_FILE = "taskhead.json"
 
@@ -129,3 +132,12 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """The resolved configuration as YAML (``RUN/config.yaml``), written atomically."""
+    import yaml
+
+    from taskhead.workflows.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))

@@ -8,14 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskhead.config import RunConfig, save_config
+from taskhead.config import RunConfig
 from taskhead.console import info, print_table, trained_text, tuned_text, warn, weights_text
 from taskhead.errors import RunDirError
 from taskhead.tasks.base import Example, Features, TaskBase
 from taskhead.workflows.files import apply_umask, atomic_write_json, atomic_write_text, real
 from taskhead.workflows.output_dir import check_output_dir
 from taskhead.workflows.outputs import Staging, replace_dir
-from taskhead.workflows.rundir import CHECKPOINTS, FORMAT_VERSION, MANIFEST, META_FILE, written_files
+from taskhead.workflows.rundir import (
+    CHECKPOINTS,
+    FORMAT_VERSION,
+    MANIFEST,
+    META_FILE,
+    save_config,
+    written_files,
+)
 from taskhead.workflows.train_setup import (
     TrainerSetup,
     backbone_dir,
