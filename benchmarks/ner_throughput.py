@@ -43,7 +43,7 @@ def run_peer(
         set_seed,
     )
 
-    from taskhead.evaluation import tagging_metrics
+    from taskhead.tasks.tagging import tagging_metrics
 
     index = {tag: i for i, tag in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(backbone)

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 import taskhead
 from taskhead.config import DataConfig
 from taskhead.errors import DataError
-from taskhead.evaluation import tagging_metrics
 from taskhead.tasks.base import Features
 from taskhead.tasks.classification import ClassificationOptions, ClassificationTask
 from taskhead.tasks.embedding import EmbeddingOptions, EmbeddingTask
@@ -44,6 +43,7 @@ from taskhead.tasks.tagging import (
     repair,
     seqeval_tags,
     split_tag,
+    tagging_metrics,
     type_name,
 )
 from taskhead.tasks.token_classification import TokenClassificationOptions, TokenClassificationTask

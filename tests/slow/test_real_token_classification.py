@@ -19,8 +19,7 @@ from conftest import shared_dataset
 
 import taskhead
 from taskhead.data.conll import read_conll, read_conllu
-from taskhead.evaluation import tagging_metrics
-from taskhead.tasks.tagging import repair
+from taskhead.tasks.tagging import repair, tagging_metrics
 
 pytestmark = pytest.mark.slow
 
