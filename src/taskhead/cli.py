@@ -26,6 +26,8 @@ EXTENSIONS = (
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Long on purpose: one flat list of the core commands' options, read top to bottom like `--help`
+    # (the extension modules declare theirs in their own register functions).
     from taskhead import __version__
 
     p = argparse.ArgumentParser(

@@ -180,21 +180,58 @@ class GenerationTask(TaskBase):
     # ------------------------------------------------------------------ reading
 
     def read(self, path: str | Path, data: DataConfig, *, labelled: bool = True) -> list[Example]:
+        """Source/target pairs from parallel text files (``task.parallel``), a SQuAD file (abstractive QA
+        through ``task.qa_template``) or a table; unlabelled input also from standard input or text lines."""
+        fmt, spec = data.format, str(path)
+        suffix = Path(spec).suffix.lower()
+        plain = not labelled and self.options.parallel is None  # parallel files take precedence
+        if plain and spec == "-" and fmt == "auto":  # standard input: JSON Lines or text lines
+            return self._read_stdin(data)
+        if plain and (fmt == "text" or (fmt == "auto" and suffix == ".txt")):
+            from taskhead.data.readers import numbered_lines, read_text_source
+
+            lines = numbered_lines(read_text_source(path, data.encoding))
+            return [{"_where": f"{path}:{n}", "source": line} for n, line in lines if line.strip()]
+        examples = []
+        for p in self._read_pairs(path, data, labelled=labelled):
+            ex: Example = {"_where": p.where, "source": p.source}
+            if p.id is not None:
+                ex["id"] = p.id
+            if labelled:
+                ex["targets"] = list(p.targets)
+            examples.append(ex)
+        return examples
+
+    def _read_stdin(self, data: DataConfig) -> list[Example]:
+        from taskhead.data.readers import read_table
+
+        column = str(data.columns.source or "source")
+        table = read_table("-", "auto", text_column=column)
+        return [
+            self.to_example({"source": row.values.get(column), "id": row.values.get("id")}, table.loc(row))
+            for row in table.rows
+        ]
+
+    def _read_pairs(self, path: str | Path, data: DataConfig, *, labelled: bool) -> list[Any]:
+        """``seq2seq`` pairs from parallel files, a SQuAD file or a table."""
         from taskhead.data import seq2seq
 
         fmt, spec = data.format, str(path)
-        suffix = Path(spec).suffix.lower()
         if self.options.parallel is not None and fmt in ("auto", "text"):
             src, tgt = self.options.parallel
             stem = spec[: -len(src) - 1] if spec.endswith(f".{src}") else spec
-            pairs = seq2seq.read_parallel(
+            return seq2seq.read_parallel(
                 f"{stem}.{src}",
                 f"{stem}.{tgt}" if labelled else None,
                 labelled=labelled,
                 encoding=data.encoding,
                 max_errors=data.max_errors,
             )
-        elif fmt in ("auto", "jsonl") and suffix == ".json" and _is_squad(path, data.encoding):
+        if (
+            fmt in ("auto", "jsonl")
+            and Path(spec).suffix.lower() == ".json"
+            and _is_squad(path, data.encoding)
+        ):
             self.qa = True
             pairs, skipped = seq2seq.pairs_from_squad(
                 path,
@@ -209,46 +246,21 @@ class GenerationTask(TaskBase):
                 warn(
                     f"{path}: {skipped} unanswerable questions skipped (abstractive QA needs an answer text)"
                 )
-        elif not labelled and spec == "-" and fmt == "auto":  # standard input: JSON Lines or text lines
-            from taskhead.data.readers import read_table
-
-            column = str(data.columns.source or "source")
-            table = read_table("-", "auto", text_column=column)
-            return [
-                self.to_example(
-                    {"source": row.values.get(column), "id": row.values.get("id")}, table.loc(row)
-                )
-                for row in table.rows
-            ]
-        elif not labelled and (fmt == "text" or (fmt == "auto" and suffix == ".txt")):
-            from taskhead.data.readers import numbered_lines, read_text_source
-
-            lines = numbered_lines(read_text_source(path, data.encoding))
-            return [{"_where": f"{path}:{n}", "source": line} for n, line in lines if line.strip()]
-        else:
-            cols = data.columns
-            pairs = seq2seq.read_pairs(
-                path,
-                "auto" if fmt == "auto" else fmt,
-                source=str(cols.source or "source"),
-                target=str(cols.target or "target"),
-                labelled=labelled,
-                header=data.header,
-                encoding=data.encoding,
-                quoting=data.quoting,
-                reference_delimiter=None,  # several references: a JSON Lines list
-                max_errors=data.max_errors,
-                id_column=str(cols.id or "id"),
-            )
-        examples = []
-        for p in pairs:
-            ex: Example = {"_where": p.where, "source": p.source}
-            if p.id is not None:
-                ex["id"] = p.id
-            if labelled:
-                ex["targets"] = list(p.targets)
-            examples.append(ex)
-        return examples
+            return pairs
+        cols = data.columns
+        return seq2seq.read_pairs(
+            path,
+            "auto" if fmt == "auto" else fmt,
+            source=str(cols.source or "source"),
+            target=str(cols.target or "target"),
+            labelled=labelled,
+            header=data.header,
+            encoding=data.encoding,
+            quoting=data.quoting,
+            reference_delimiter=None,  # several references: a JSON Lines list
+            max_errors=data.max_errors,
+            id_column=str(cols.id or "id"),
+        )
 
     def to_example(self, record: Any, where: str) -> Example:
         """One input: a source text, a dict with ``source`` (or ``text``), or a question and its context

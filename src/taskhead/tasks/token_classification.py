@@ -61,6 +61,28 @@ class TokenClassificationOptions(BaseModel):
     )
 
 
+def _encode_words(tokenizer: Any, words: list[list[str]]) -> tuple[Any, list[list[int | None]]]:
+    """The sentences encoded word by word, and each sub-token's word id. Words the tokenizer drops entirely
+    (control characters) become its unknown token (changing ``words`` in place), so that every word keeps
+    at least one sub-token to carry its label and prediction."""
+    enc = tokenizer(words, is_split_into_words=True, truncation=False, verbose=False)
+    word_ids = [enc.word_ids(i) for i in range(len(words))]
+    empty = [i for i, ids in enumerate(word_ids) if len({w for w in ids if w is not None}) < len(words[i])]
+    if empty:
+        unk = tokenizer.unk_token or "_"
+        for i in empty:
+            seen = {w for w in word_ids[i] if w is not None}
+            words[i] = [w if j in seen else unk for j, w in enumerate(words[i])]
+        again = tokenizer(
+            [words[i] for i in empty], is_split_into_words=True, truncation=False, verbose=False
+        )
+        for k, i in enumerate(empty):
+            for key in enc:
+                enc[key][i] = again[key][k]
+            word_ids[i] = again.word_ids(k)
+    return enc, word_ids
+
+
 def word_windows(counts: list[int], budget: int, stride: int) -> list[tuple[int, int]]:
     """Cut words with ``counts`` sub-tokens into windows ``[start, end)`` of at most ``budget`` sub-tokens,
     neighbours sharing up to ``stride`` sub-tokens of whole words. A single word over the budget gets a
@@ -289,80 +311,100 @@ class TokenClassificationTask(TaskBase):
     # ------------------------------------------------------------------ labels and schemes
 
     def prepare(self, splits: dict[str, list[Example]], data: DataConfig) -> list[str]:
-        from taskhead.tasks.tagging import (
-            continuation,
-            convert,
-            detect_scheme,
-            invalid_positions,
-            repair,
-            split_tag,
-        )
-
+        """The tag scheme (detected or set), every split's tags checked against it (invalid positions
+        failed, repaired or kept per ``task.invalid_tags``) and converted to ``task.convert_to``, the label
+        set, and every tag checked against it. Returns the warnings (tags repaired or kept)."""
         train = splits.get("train", [])
-        if self.source_scheme is None:
-            found = detect_scheme(ex["tags"] for ex in train if "tags" in ex)
-            self.source_scheme = found if self.options.scheme == "auto" else self.options.scheme
-            target = self.options.convert_to
-            if target is not None and self.source_scheme == "plain":
-                raise ConfigError(
-                    f"task.convert_to: {target} needs entity tags (B-/I- prefixes); the training tags are "
-                    f"plain tags (POS-style)"
-                )
-            self.scheme = target or self.source_scheme
+        self._resolve_schemes(train)
+        warnings = [w for name, examples in splits.items() if (w := self._check_tags(name, examples, data))]
+        self._set_labels(train, data)
+        self._check_known_tags(splits, data)
+        return warnings
+
+    def _resolve_schemes(self, train: list[Example]) -> None:
+        """``source_scheme`` (the data's, detected where ``task.scheme`` is auto) and ``scheme`` (trained)."""
+        from taskhead.tasks.tagging import detect_scheme
+
+        if self.source_scheme is not None:
+            return
+        found = detect_scheme(ex["tags"] for ex in train if "tags" in ex)
+        self.source_scheme = found if self.options.scheme == "auto" else self.options.scheme
+        target = self.options.convert_to
+        if target is not None and self.source_scheme == "plain":
+            raise ConfigError(
+                f"task.convert_to: {target} needs entity tags (B-/I- prefixes); the training tags are "
+                f"plain tags (POS-style)"
+            )
+        self.scheme = target or self.source_scheme
+
+    def _check_tags(self, name: str, examples: list[Example], data: DataConfig) -> str | None:
+        """One split's tags checked against the source scheme (each problem located), repaired where asked,
+        converted to the trained scheme; the warning for tags repaired or kept, if any."""
+        from taskhead.tasks.tagging import convert, invalid_positions, repair, split_tag
+
         source, scheme = self.source_scheme, self.scheme
         assert source is not None and scheme is not None
-        warnings: list[str] = []
-        for name, examples in splits.items():
-            problems = Problems(data.max_errors)
-            bad_sentences, bad_tags, first = 0, 0, ""
-            for ex in examples:
-                if "tags" not in ex:
+        problems = Problems(data.max_errors)
+        bad_sentences, bad_tags, first = 0, 0, ""
+        for ex in examples:
+            if "tags" not in ex:
+                continue
+            if source != "plain":
+                unprefixed = [
+                    i for i, tag in enumerate(ex["tags"]) if tag != "O" and split_tag(tag)[1] is None
+                ]
+                for i in unprefixed:
+                    problems.add(
+                        f"{_token_where(ex, i)}: tag: {ex['tags'][i]!r} has no B-/I-/E-/S- prefix; "
+                        f"expected {source.upper()} tags (or task.scheme=plain)"
+                    )
+                if unprefixed:
                     continue
-                if source != "plain":
-                    unprefixed = [
-                        i for i, tag in enumerate(ex["tags"]) if tag != "O" and split_tag(tag)[1] is None
-                    ]
-                    for i in unprefixed:
-                        problems.add(
-                            f"{_token_where(ex, i)}: tag: {ex['tags'][i]!r} has no B-/I-/E-/S- prefix; "
-                            f"expected {source.upper()} tags (or task.scheme=plain)"
-                        )
-                    if unprefixed:
-                        continue
-                    bad = invalid_positions(ex["tags"], source)
-                    if bad:
-                        bad_sentences += 1
-                        bad_tags += len(bad)
-                        first = first or _token_where(ex, bad[0])
-                        if self.options.invalid_tags == "fail":
-                            for i in bad:
-                                previous = ex["tags"][i - 1] if i else "the sentence start"
-                                problems.add(
-                                    f"{_token_where(ex, i)}: tag: {ex['tags'][i]!r} after {previous!r} "
-                                    f"is not valid {source.upper()}; set task.invalid_tags=repair to fix "
-                                    f"such tags"
-                                )
-                        elif self.options.invalid_tags == "repair":
-                            ex["tags"] = repair(ex["tags"], source)
-                if scheme != source:
-                    ex["tags"] = convert(ex["tags"], source, scheme)
-            problems.raise_if_any()
-            if bad_tags:
-                done = {"repair": "repaired", "keep": "kept as they are"}[self.options.invalid_tags]
-                warnings.append(
-                    f"{name}: {bad_tags} tags in {bad_sentences} sentences are not valid {source.upper()} "
-                    f"(first at {first}); {done} (task.invalid_tags)"
-                )
+                bad = invalid_positions(ex["tags"], source)
+                if bad:
+                    bad_sentences += 1
+                    bad_tags += len(bad)
+                    first = first or _token_where(ex, bad[0])
+                    if self.options.invalid_tags == "fail":
+                        for i in bad:
+                            previous = ex["tags"][i - 1] if i else "the sentence start"
+                            problems.add(
+                                f"{_token_where(ex, i)}: tag: {ex['tags'][i]!r} after {previous!r} "
+                                f"is not valid {source.upper()}; set task.invalid_tags=repair to fix "
+                                f"such tags"
+                            )
+                    elif self.options.invalid_tags == "repair":
+                        ex["tags"] = repair(ex["tags"], source)
+            if scheme != source:
+                ex["tags"] = convert(ex["tags"], source, scheme)
+        problems.raise_if_any()
+        if not bad_tags:
+            return None
+        done = {"repair": "repaired", "keep": "kept as they are"}[self.options.invalid_tags]
+        return (
+            f"{name}: {bad_tags} tags in {bad_sentences} sentences are not valid {source.upper()} "
+            f"(first at {first}); {done} (task.invalid_tags)"
+        )
+
+    def _set_labels(self, train: list[Example], data: DataConfig) -> None:
+        """The label set: ``data.labels``, the saved one (a reloaded task), or the training tags (with the
+        continuation tags of ``label_all_subtokens``); at least two."""
+        from taskhead.tasks.tagging import continuation
+
+        assert self.scheme is not None
         counts = Counter(tag for ex in train for tag in ex.get("tags", []))
         if data.labels:
             self.labels = list(data.labels)
         elif not self.labels:
             tags = set(counts)
             if self.options.label_all_subtokens:  # later sub-tokens of a B-X word are labelled I-X
-                tags |= {continuation(tag, scheme) for tag in counts}
+                tags |= {continuation(tag, self.scheme) for tag in counts}
             self.labels = sorted(tags, key=_label_sort_key)
         if len(self.labels) < 2:
             raise DataError([f"{_file_of(train)}: fewer than two distinct tags in the training data"])
+
+    def _check_known_tags(self, splits: dict[str, list[Example]], data: DataConfig) -> None:
+        """Every tag of every split is one of the labels (did-you-mean on a typo)."""
         known = set(self.labels)
         source_name = "data.labels" if data.labels else "the training data"
         for examples in splits.values():
@@ -376,7 +418,6 @@ class TokenClassificationTask(TaskBase):
                             f"{_token_where(ex, i)}: tag: {tag!r} is not a tag of {source_name}{hint}"
                         )
             problems.raise_if_any()
-        return warnings
 
     def summarize(self, name: str, examples: list[Example], features: Features | None) -> SplitSummary:
         from taskhead.tasks.tagging import entities, type_name
@@ -396,35 +437,48 @@ class TokenClassificationTask(TaskBase):
     # ------------------------------------------------------------------ encoding
 
     def encode(self, examples: list[Example], tokenizer: Any, model: ModelConfig) -> Features:
-        from taskhead.tasks.tagging import continuation
+        """Each sentence's words as sub-tokens, labelled on the first sub-token of each word (or on every
+        one with ``label_all_subtokens``); a sentence longer than ``model.max_length`` becomes windows of
+        whole words (``task.stride`` words of overlap), each owning the words it predicts.
 
+        Raises:
+            ConfigError: a tokenizer that is not a fast (Rust) one, which cannot map sub-tokens to words.
+        """
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
                 "model.backbone: token classification needs a fast (Rust) tokenizer to map sub-tokens to "
                 f"words; {type(tokenizer).__name__} is not one"
             )
         words = [list(ex["tokens"]) for ex in examples]
-        enc = tokenizer(words, is_split_into_words=True, truncation=False, verbose=False)
-        word_ids = [enc.word_ids(i) for i in range(len(words))]
-        empty = [
-            i for i, ids in enumerate(word_ids) if len({w for w in ids if w is not None}) < len(words[i])
-        ]
-        if empty:  # words the tokenizer drops entirely (control characters): give them the unknown token
-            unk = tokenizer.unk_token or "_"
-            for i in empty:
-                seen = {w for w in word_ids[i] if w is not None}
-                words[i] = [w if j in seen else unk for j, w in enumerate(words[i])]
-            again = tokenizer(
-                [words[i] for i in empty], is_split_into_words=True, truncation=False, verbose=False
-            )
-            for k, i in enumerate(empty):
-                for key in enc:
-                    enc[key][i] = again[key][k]
-                word_ids[i] = again.word_ids(k)
+        enc, word_ids = _encode_words(tokenizer, words)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        per_example = self._windows(tokenizer, model, words, enc, word_ids, keys)
         label_index = {tag: i for i, tag in enumerate(self.labels)}
+        inputs, owner_of, meta = [], [], []
+        for i, ex in enumerate(examples):
+            parts = per_example.get(i) or [({k: enc[k][i] for k in keys}, word_ids[i], (0, len(words[i])))]
+            tags = ex.get("tags")
+            for part, ids, own in parts:
+                if tags is not None:
+                    part = {**part, "labels": self._word_labels(tags, ids, label_index)}
+                inputs.append(part)
+                owner_of.append(i)
+                meta.append((ids, own))
+        windowed = sum(1 for parts in per_example.values() if len(parts) > 1)
+        return Features(inputs, owner_of, truncated=0, windowed=windowed, meta=meta)
+
+    def _windows(
+        self,
+        tokenizer: Any,
+        model: ModelConfig,
+        words: list[list[str]],
+        enc: Any,
+        word_ids: list[list[int | None]],
+        keys: list[str],
+    ) -> dict[int, list[tuple[dict[str, Any], list[int | None], tuple[int, int]]]]:
+        """The sentences longer than ``model.max_length``: sentence index -> its windows of whole words,
+        encoded together, each as (inputs, word id per sub-token, the word range it owns)."""
         budget = model.max_length - tokenizer.num_special_tokens_to_add(pair=False)
-        # long sentences: windows of whole words, encoded together
         long = [i for i in range(len(words)) if len(enc["input_ids"][i]) > model.max_length]
         windows: dict[int, list[tuple[int, int]]] = {}
         for i in long:
@@ -434,49 +488,42 @@ class TokenClassificationTask(TaskBase):
                     counts[w] += 1
             windows[i] = word_windows(counts, budget, self.options.stride)
         flat = [(i, s, e) for i in long for s, e in windows[i]]
-        win_enc = (
-            tokenizer(
-                [words[i][s:e] for i, s, e in flat],
-                is_split_into_words=True,
-                truncation=True,
-                max_length=model.max_length,
-                verbose=False,
-            )
-            if flat
-            else None
+        if not flat:
+            return {}
+        win_enc = tokenizer(
+            [words[i][s:e] for i, s, e in flat],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=model.max_length,
+            verbose=False,
         )
         per_example: dict[int, list[tuple[dict[str, Any], list[int | None], tuple[int, int]]]] = {}
         position = 0
         for i in long:
             for (s, _e), own in zip(windows[i], owned_ranges(windows[i]), strict=True):
-                assert win_enc is not None
                 part = {k: win_enc[k][position] for k in keys}
                 ids = [None if w is None else w + s for w in win_enc.word_ids(position)]
                 per_example.setdefault(i, []).append((part, ids, own))
                 position += 1
-        inputs, owner_of, meta = [], [], []
-        for i, ex in enumerate(examples):
-            parts = per_example.get(i) or [({k: enc[k][i] for k in keys}, word_ids[i], (0, len(words[i])))]
-            tags = ex.get("tags")
-            for part, ids, own in parts:
-                if tags is not None:
-                    labels, previous = [], None
-                    for w in ids:
-                        if w is None:
-                            labels.append(-100)
-                        elif w != previous:
-                            labels.append(label_index[tags[w]])
-                        elif self.options.label_all_subtokens:
-                            labels.append(label_index.get(continuation(tags[w], self.scheme or "iob2"), -100))
-                        else:
-                            labels.append(-100)
-                        previous = w
-                    part = {**part, "labels": labels}
-                inputs.append(part)
-                owner_of.append(i)
-                meta.append((ids, own))
-        windowed = sum(1 for parts in per_example.values() if len(parts) > 1)
-        return Features(inputs, owner_of, truncated=0, windowed=windowed, meta=meta)
+        return per_example
+
+    def _word_labels(self, tags: list[str], ids: list[int | None], label_index: dict[str, int]) -> list[int]:
+        """One label per sub-token: the word's tag on its first sub-token; on later ones the continuation
+        tag with ``label_all_subtokens``, else -100 (ignored), as on special tokens."""
+        from taskhead.tasks.tagging import continuation
+
+        labels, previous = [], None
+        for w in ids:
+            if w is None:
+                labels.append(-100)
+            elif w != previous:
+                labels.append(label_index[tags[w]])
+            elif self.options.label_all_subtokens:
+                labels.append(label_index.get(continuation(tags[w], self.scheme or "iob2"), -100))
+            else:
+                labels.append(-100)
+            previous = w
+        return labels
 
     # ------------------------------------------------------------------ model
 

@@ -97,7 +97,6 @@ def export_onnx(
             whose outputs differ from PyTorch's beyond ``ATOL`` / ``RTOL``.
         UnsafeWeightsError, ConfigError: pickle-only weights; remote code not trusted (see ``Predictor``).
     """
-    from taskhead.workflows.files import atomic_write_json
     from taskhead.workflows.outputs import Kind, check_replaceable, replace_dir
     from taskhead.workflows.predict import Predictor
 
@@ -125,26 +124,44 @@ def export_onnx(
         "versions": _versions(),
     }
 
-    def fill(directory: Path) -> None:
-        fp32 = directory / VARIANTS["fp32"]
-        _trace(model, shape, axes, fp32, opset)
-        checks = shape.check_batches()
-        entry = _compare(fp32, model, checks)
-        if not entry["within_tolerance"]:
-            raise ExportError(
-                f"{run_dir}: the ONNX graph's outputs differ from PyTorch's by up to "
-                f"{entry['max_abs_diff']:.3g} (tolerance atol={ATOL}, rtol={RTOL}); the model holds "
-                f"operations the exporter does not reproduce; try another --opset"
-            )
-        report["variants"]["fp32"] = {"file": fp32.name, **entry}
-        if quantize == "int8":
-            int8 = directory / VARIANTS["int8"]
-            _quantize(fp32, int8)
-            report["variants"]["int8"] = {"file": int8.name, **_compare(int8, model, checks)}
-        atomic_write_json(directory / EXPORT_FILE, report)
-
-    replace_dir(target, fill)
+    replace_dir(target, lambda d: _write_variants(d, run_dir, model, shape, axes, opset, quantize, report))
     return report
+
+
+def _write_variants(
+    directory: Path,
+    run_dir: Path,
+    model: Any,
+    shape: _Synthetic,
+    axes: dict[str, dict[int, str]],
+    opset: int,
+    quantize: str | None,
+    report: dict[str, Any],
+) -> None:
+    """Trace the fp32 graph into ``directory``, check it against PyTorch on ``shape``'s batches, add the
+    int8 variant if asked, and write ``export.json`` last (``report`` gains each variant's entry).
+
+    Raises:
+        ExportError: the fp32 graph's outputs differ from PyTorch's beyond ``ATOL`` / ``RTOL``.
+    """
+    from taskhead.workflows.files import atomic_write_json
+
+    fp32 = directory / VARIANTS["fp32"]
+    _trace(model, shape, axes, fp32, opset)
+    checks = shape.check_batches()
+    entry = _compare(fp32, model, checks)
+    if not entry["within_tolerance"]:
+        raise ExportError(
+            f"{run_dir}: the ONNX graph's outputs differ from PyTorch's by up to "
+            f"{entry['max_abs_diff']:.3g} (tolerance atol={ATOL}, rtol={RTOL}); the model holds "
+            f"operations the exporter does not reproduce; try another --opset"
+        )
+    report["variants"]["fp32"] = {"file": fp32.name, **entry}
+    if quantize == "int8":
+        int8 = directory / VARIANTS["int8"]
+        _quantize(fp32, int8)
+        report["variants"]["int8"] = {"file": int8.name, **_compare(int8, model, checks)}
+    atomic_write_json(directory / EXPORT_FILE, report)
 
 
 def _versions() -> dict[str, str]:
