@@ -104,17 +104,18 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(
         stderr=subprocess.DEVNULL,
         env=env,
     )
-    checkpoints = tmp_path / "crash" / "checkpoints"
+    first = ".crash.taskhead-tmp-*/checkpoints/checkpoint-5/trainer_state.json"  # trained beside the path
     deadline = time.monotonic() + 300
-    while not (checkpoints / "checkpoint-5" / "trainer_state.json").exists():
+    while not any(tmp_path.glob(first)):
         assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
         time.sleep(0.02)
     time.sleep(random.Random(0).uniform(0.0, 0.5))  # somewhere after the first checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "crash" / "taskhead.json").exists()  # no half-finished run looks finished
+    assert not (tmp_path / "crash").exists()  # nothing at the path until the run is complete
     resumed = taskhead_cli("train", str(crash), "--quiet", "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert not list(tmp_path.glob(".crash.taskhead-*"))  # the resumed run was swapped in whole
     a, b = metrics(tmp_path / "full"), metrics(tmp_path / "crash")
     assert b["eval"]["loss"] == pytest.approx(a["eval"]["loss"], abs=1e-5)
     assert b["eval"]["accuracy"] == a["eval"]["accuracy"]

@@ -65,11 +65,16 @@ class Staging:
         self.target = target = real(target)
         self.token = token or str(os.getpid())
         self.path = sibling(target, "tmp", self.token)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        lock = sibling(target, "lock", self.token)
-        self._lock = open(lock, "a")  # noqa: SIM115 - held until commit() or discard()
-        fcntl.flock(self._lock, fcntl.LOCK_SH)
-        self.path.mkdir(exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            lock = sibling(target, "lock", self.token)
+            self._lock = open(lock, "a")  # noqa: SIM115 - held until commit() or discard()
+            fcntl.flock(self._lock, fcntl.LOCK_SH)
+            self.path.mkdir(exist_ok=True)
+        except OSError as exc:  # before any work: one line naming the folder (RunDirError, exit 2)
+            raise RunDirError(
+                f"{target}: cannot write beside it in {target.parent} ({exc.strerror})"
+            ) from None
 
     def commit(self) -> None:
         """Put the filled folder at ``target``; the replaced one is removed."""
@@ -183,9 +188,15 @@ class WriterLock:
 
     def __init__(self, target: Path) -> None:
         target = real(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"{target}: output_dir is not writable ({exc.strerror})") from None
         self.path = sibling(target, "lock", "writer")
-        self._fh = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            self._fh = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise RunDirError(f"{target}: output_dir is not writable ({exc.strerror})") from None
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
