@@ -133,6 +133,7 @@ def recover(target: Path) -> None:
     """Where a kill fell between the two renames of the fallback swap, ``target`` is missing and the
     complete new (else the old) folder waits beside it: put it back. Every reader of a run, index or export
     calls it."""
+    target = real(target)
     if target.exists():
         return
     for token, entries in leftovers(target).items():
