@@ -453,3 +453,18 @@ def test_a_run_swapped_while_it_loads_is_loaded_again_whole(
     predictor = taskhead.load(run)
     assert swaps and predictor.meta.get("marker") == "new"
     assert getattr(predictor.model.config, "marker", None) == "new"
+
+
+def test_a_second_training_into_the_same_folder_stops_at_once(
+    tiny_backbone: Path, sentiment_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two `train` into one output_dir: the second stops before any work (it would replace the first run)."""
+    run_dir = tmp_path / "run"
+    first = outputs.WriterLock(run_dir)  # what the first training holds from its checks to its swap
+    try:
+        with pytest.raises(RunDirError, match=r"another taskhead command is writing it"):
+            taskhead.train(tiny_config(tiny_backbone, sentiment_data, run_dir), quiet=True)
+        assert not run_dir.exists()
+    finally:
+        first.release()
+    assert _siblings(run_dir) == []
