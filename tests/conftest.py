@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -451,3 +452,17 @@ def assert_close(got: object, expected: object, tol: float) -> None:
         assert got == pytest.approx(expected, abs=tol)
     else:
         assert got == expected
+
+
+@pytest.fixture(scope="session")
+def shape() -> Any:
+    """``tools/shape.py`` loaded as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "shape.py"
+    spec = importlib.util.spec_from_file_location("shape_tool", tool)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["shape_tool"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -11,17 +11,13 @@ Module-level and function-level imports count; imports under ``if TYPE_CHECKING:
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
-TOOL = REPO / "tools" / "shape.py"
 PACKAGE = REPO / "src" / "taskhead"
 
 # (importing modules, modules they must not import): a name is a module or a package prefix
@@ -33,16 +29,6 @@ RULES = (
         ("taskhead.workflows", "taskhead.serving", "taskhead.retrieval", "taskhead.cli"),
     ),
 )
-
-
-@pytest.fixture(scope="module")
-def shape() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shape_tool", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["shape_tool"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:

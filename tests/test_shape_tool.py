@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "shape.py"
-
-
-@pytest.fixture(scope="module")
-def shape() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shape_tool", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["shape_tool"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
 
 FILES = {
     "__init__.py": "",
